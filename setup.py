@@ -1,0 +1,27 @@
+"""Packaging for titok-kernels: the reference TiTok model, its Triton kernels and benchmarks."""
+from setuptools import find_packages, setup
+
+setup(
+    name="titok-kernels",
+    version="0.1.0",
+    description="Fast, faithful TiTok (1D image tokenizer) and MaskGIT generation with Triton kernels",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["titok", "titok.*", "kernels", "kernels.*", "bench", "bench.*"]),
+    package_data={"titok": ["manifests/*.json"], "bench": ["*.json", "*.sh"]},
+    install_requires=[
+        "torch>=2.6",
+        "numpy",
+        "safetensors",
+        "pillow",
+        "rich",
+        "triton; platform_system == 'Linux'",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy"],
+        "bench": ["matplotlib", "nvidia-ml-py", "jsonschema"],
+    },
+    entry_points={"console_scripts": ["titok=titok.cli:main"]},
+)
