@@ -1,0 +1,306 @@
+"""Loading and saving checkpoints: offline, safe, and strict about what a file contains.
+
+Sources `load_tokenizer` / `load_generator` accept:
+  (a) a folder in the official Hugging Face layout: `config.json` (the official nested
+      config, `${...}` interpolations resolved here) + `model.safetensors` (or a `.bin`);
+  (b) a `.safetensors` or `.bin` file, with a variant name (or recognised by its keys);
+  (c) a Hugging Face repo id already in the local cache (needs `huggingface_hub`; no network).
+`.bin` files are read with `torch.load(weights_only=True)` only: a pickle never runs code.
+Missing, unexpected or mis-shaped keys raise `CheckpointError` listing the first few and
+naming the released variant whose manifest the file does match, if any. Random weights
+only when asked (`random_weights=True`), with a `RandomWeightsWarning`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from titok.configs import (GeneratorConfig, SamplerConfig, TokenizerConfig, Variant, VARIANTS,
+                           generator_config_from_official, get_variant, to_official,
+                           tokenizer_config_from_official)
+from titok.errors import CheckpointError, RandomWeightsWarning
+from titok.generator import build_generator
+from titok.tokenizer import TiTokTokenizer
+
+MANIFEST_DIR = Path(__file__).parent / "manifests"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+# ---- manifests ---------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def manifest(stem: str, part: str) -> dict[str, tuple[int, ...]]:
+    """The released state dict of `<stem>.<part>.json` (part: "tokenizer" | "generator"): key -> shape, in order."""
+    with open(MANIFEST_DIR / f"{stem}.{part}.json") as f:
+        return {k: tuple(v) for k, v in json.load(f).items()}
+
+
+def shape_signature(state_dict: dict) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state_dict.items()}
+
+
+def matching_variant(signature: dict[str, tuple[int, ...]], part: str) -> str | None:
+    """Name of the released variant whose manifest equals `signature` (keys and shapes), if any."""
+    for v in VARIANTS.values():
+        if v.manifest is None or not (MANIFEST_DIR / f"{v.manifest}.{part}.json").exists():
+            continue
+        if manifest(v.manifest, part) == signature:
+            return v.name
+    return None
+
+
+# ---- building ----------------------------------------------------------------------------------
+
+def build_tokenizer(cfg: TokenizerConfig, device: torch.device | str = "cpu") -> TiTokTokenizer:
+    with torch.device(device):
+        return TiTokTokenizer(cfg)
+
+
+def build_generator_model(cfg: GeneratorConfig, device: torch.device | str = "cpu") -> nn.Module:
+    with torch.device(device):
+        return build_generator(cfg)
+
+
+@torch.no_grad()
+def init_random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Deterministic random init in the style of the official one (trunc-normal 0.02, LayerNorm 1/0)."""
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        owner = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+        if isinstance(owner, (nn.LayerNorm, nn.GroupNorm)):
+            values = torch.ones(p.shape) if leaf == "weight" else torch.zeros(p.shape)
+        elif leaf == "bias" or leaf == "in_proj_bias":
+            values = torch.zeros(p.shape)
+        elif p.dim() >= 2 and not isinstance(owner, nn.Embedding) and leaf in ("weight", "in_proj_weight"):
+            values = torch.randn(p.shape, generator=gen).clamp_(-2, 2) * 0.02
+        else:  # embeddings, class/mask/latent tokens, positional tables
+            values = torch.randn(p.shape, generator=gen) * (p.shape[-1] ** -0.5 if p.dim() >= 1 else 1.0)
+        p.copy_(values.to(p.dtype))
+    return model
+
+
+# ---- reading files -----------------------------------------------------------------------------
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a `.safetensors` or `.bin` file; `.bin` only through the weights-only unpickler."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): "
+                                  f"{str(exc).splitlines()[0]}") from None
+    if path.suffix in (".bin", ".pt", ".pth"):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            raise CheckpointError(f"{path} was refused: its pickle holds objects other than tensors and plain "
+                                  f"containers, and loading it could run code ({str(exc).splitlines()[0][:160]})"
+                                  ) from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): "
+                                  f"{str(exc).splitlines()[0][:160]}") from None
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise CheckpointError(f"{path} does not hold a state dict of tensors")
+        return obj
+    raise CheckpointError(f"unsupported checkpoint file type {path.suffix!r} ({path}); use .safetensors or .bin")
+
+
+def _weights_in(folder: Path) -> Path:
+    for name in WEIGHT_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    bins = sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin"))
+    if len(bins) == 1:
+        return bins[0]
+    raise CheckpointError(f"{folder} holds no single weights file (looked for {', '.join(WEIGHT_FILES)})")
+
+
+def resolve_source(src: str | os.PathLike) -> Path:
+    """A folder or file path as given, or a Hugging Face repo id resolved from the local cache only."""
+    path = Path(src).expanduser()
+    if path.exists():
+        return path
+    text = str(src)
+    if text.count("/") == 1 and not text.startswith((".", "/")) and not path.suffix:
+        try:
+            from huggingface_hub import snapshot_download
+        except ImportError:
+            raise CheckpointError(f"{text!r} is not a local path, and huggingface_hub is not installed to "
+                                  "look it up as a repo id in the local cache") from None
+        try:
+            return Path(snapshot_download(repo_id=text, local_files_only=True))
+        except Exception as exc:  # LocalEntryNotFoundError and friends
+            raise CheckpointError(f"Hugging Face repo {text!r} is not in the local cache (no network is used); "
+                                  f"download it first where a network is available ({type(exc).__name__})"
+                                  ) from None
+    raise CheckpointError(f"checkpoint not found: {text}")
+
+
+def _read_config(folder: Path) -> dict | None:
+    cfg = folder / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        return json.loads(cfg.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{cfg} is not valid JSON: {exc}") from None
+
+
+# ---- strict state-dict loading -----------------------------------------------------------------
+
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, part: str, label: str) -> None:
+    """Copy `state_dict` into `model`, refusing missing, unexpected or mis-shaped keys."""
+    expected = shape_signature(model.state_dict())
+    got = shape_signature(state_dict)
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    misshaped = [f"{k} {list(got[k])} (expected {list(expected[k])})"
+                 for k in expected if k in got and got[k] != expected[k]]
+    if missing or unexpected or misshaped:
+        lines = []
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+                lines.append(f"{len(items)} {title} keys: {', '.join(items[:5])}{more}")
+        match = matching_variant(got, part)
+        hint = f"; this file matches the released variant {match!r}" if match else ""
+        raise CheckpointError(f"{label} does not fit the model: " + "; ".join(lines) + hint)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _finish(model: nn.Module, device, dtype) -> nn.Module:
+    model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _random_warning(what: str) -> None:
+    warnings.warn(f"{what} has RANDOM weights: outputs are meaningless (speed does not depend on weights)",
+                  RandomWeightsWarning, stacklevel=3)
+
+
+# ---- public API ----------------------------------------------------------------------------------
+
+def load_tokenizer(src: str | os.PathLike | None = None, variant: str | None = None, *,
+                   random_weights: bool = False, device: torch.device | str = "cpu",
+                   dtype: torch.dtype | None = None, seed: int = 0) -> TiTokTokenizer:
+    """Load a TiTok tokenizer from a folder, a weights file or a cached HF repo id (see module doc)."""
+    if src is None:
+        if variant is None:
+            raise CheckpointError("give a checkpoint source, a variant name, or both")
+        if not random_weights:
+            raise CheckpointError(f"no checkpoint given for {variant!r}; pass one, or ask for random weights "
+                                  "explicitly (random_weights=True / --random-weights)")
+        model = init_random_weights(build_tokenizer(get_variant(variant).tokenizer), seed)
+        _random_warning(f"tokenizer {variant!r}")
+        return _finish(model, device, dtype)
+    path = resolve_source(src)
+    if path.is_dir():
+        doc = _read_config(path)
+        weights = _weights_in(path)
+        if doc is not None:
+            cfg = tokenizer_config_from_official(doc)
+        elif variant is not None:
+            cfg = get_variant(variant).tokenizer
+        else:
+            raise CheckpointError(f"{path} has no config.json; name the variant (--model)")
+    else:
+        weights = path
+        cfg = None if variant is None else get_variant(variant).tokenizer
+    state = read_state_dict(weights)
+    if cfg is None:
+        match = matching_variant(shape_signature(state), "tokenizer")
+        if match is None:
+            raise CheckpointError(f"{weights} matches no released tokenizer; name the variant (--model)")
+        cfg = get_variant(match).tokenizer
+    if variant is not None and cfg != get_variant(variant).tokenizer and path.is_dir():
+        raise CheckpointError(f"{path}/config.json describes another model than {variant!r}")
+    model = build_tokenizer(cfg, "meta").to_empty(device="cpu")
+    load_strict(model, state, part="tokenizer", label=str(weights))
+    return _finish(model, device, dtype)
+
+
+def load_generator(src: str | os.PathLike | None = None, variant: str | None = None, *,
+                   random_weights: bool = False, device: torch.device | str = "cpu",
+                   dtype: torch.dtype | None = None, seed: int = 0) -> nn.Module:
+    """Load a MaskGIT generator; `model.sampler` holds its sampling defaults (SamplerConfig)."""
+    sampler: SamplerConfig | None = None
+    if src is None:
+        if variant is None:
+            raise CheckpointError("give a checkpoint source, a variant name, or both")
+        v = get_variant(variant)
+        if v.generator is None:
+            raise CheckpointError(f"{variant!r} has no generator")
+        if not random_weights:
+            raise CheckpointError(f"no checkpoint given for {variant!r}'s generator; pass one, or ask for random "
+                                  "weights explicitly (random_weights=True / --random-weights)")
+        model = init_random_weights(build_generator_model(v.generator), seed)
+        model.sampler = v.sampler
+        _random_warning(f"generator {variant!r}")
+        return _finish(model, device, dtype)
+    path = resolve_source(src)
+    cfg = None
+    if path.is_dir():
+        weights = _weights_in(path)
+        doc = _read_config(path)
+        if doc is not None:
+            cfg, sampler = generator_config_from_official(doc)
+    else:
+        weights = path
+    if cfg is None and variant is not None:
+        v = get_variant(variant)
+        if v.generator is None:
+            raise CheckpointError(f"{variant!r} has no generator")
+        cfg, sampler = v.generator, v.sampler
+    state = read_state_dict(weights)
+    if cfg is None:
+        match = matching_variant(shape_signature(state), "generator")
+        if match is None:
+            raise CheckpointError(f"{weights} matches no released generator; name the variant (--model)")
+        cfg, sampler = get_variant(match).generator, get_variant(match).sampler
+    if variant is not None and get_variant(variant).sampler is not None and path.is_dir():
+        # The official config.json has no softmax-annealing flag: take the variant's defaults wholesale.
+        sampler = get_variant(variant).sampler
+    model = build_generator_model(cfg, "meta").to_empty(device="cpu")
+    load_strict(model, state, part="generator", label=str(weights))
+    model.sampler = sampler or SamplerConfig()
+    return _finish(model, device, dtype)
+
+
+def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer_cfg: TokenizerConfig,
+                    generator_cfg: GeneratorConfig | None = None, sampler: SamplerConfig | None = None) -> None:
+    """Write `config.json` (official nested layout) + `model.safetensors`, as the official release does."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = to_official(tokenizer_cfg, generator_cfg, sampler)
+    tmp_cfg, tmp_w = folder / ".config.json.tmp", folder / ".model.safetensors.tmp"
+    tmp_cfg.write_text(json.dumps(doc, indent=4))
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp_w))
+    os.replace(tmp_cfg, folder / "config.json")
+    os.replace(tmp_w, folder / "model.safetensors")
+
+
+def variant_for(tokenizer: TiTokTokenizer) -> Variant | None:
+    """The registry variant with this tokenizer's configuration, if any."""
+    for v in VARIANTS.values():
+        if v.tokenizer == tokenizer.cfg:
+            return v
+    return None

@@ -1,0 +1,175 @@
+"""MaskGIT-VQGAN: the 2D conv tokenizer whose decoder turns TiTok's proxy codes into pixels.
+
+Same module tree and state-dict names as the official code (itself from open-muse),
+including its quirks, which the released weights depend on:
+- convs are "same"-padded (TF style: extra padding goes right/bottom);
+- a ResnetBlock whose channel count changes applies its 1x1 `nin_shortcut` to the
+  block's *output*, not to its input (so the shortcut maps out->out channels);
+- no attention layers; GroupNorm(32, eps 1e-6) + SiLU; nearest-neighbour 2x upsampling.
+The encoder produces the 2D proxy codes the paper trains TiTok on (16x16 at 256px).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHANNEL_MULT = (1, 1, 2, 2, 4)
+NUM_RES_BLOCKS = 2
+Z_CHANNELS = 256
+NUM_CODES = 1024
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow 'SAME' padding (stride 1 everywhere here, so it pads k-1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s, d in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride),
+                                 reversed(self.dilation)):
+            total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+            pads += [total // 2, total - total // 2]
+        if any(pads):
+            x = F.pad(x, pads)
+        return super().forward(x)
+
+
+class ResnetBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.norm1 = nn.GroupNorm(32, in_channels, eps=1e-6)
+        self.conv1 = Conv2dSame(in_channels, out_channels, kernel_size=3, bias=False)
+        self.norm2 = nn.GroupNorm(32, out_channels, eps=1e-6)
+        self.conv2 = Conv2dSame(out_channels, out_channels, kernel_size=3, bias=False)
+        if in_channels != out_channels:
+            self.nin_shortcut = Conv2dSame(out_channels, out_channels, kernel_size=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        if self.in_channels != self.out_channels:
+            residual = self.nin_shortcut(h)  # official quirk: shortcut of the output, not of x
+        return h + residual
+
+
+class DownsamplingBlock(nn.Module):
+    def __init__(self, hidden: int, level: int):
+        super().__init__()
+        mult_in = (1,) + CHANNEL_MULT
+        block_in, block_out = hidden * mult_in[level], hidden * CHANNEL_MULT[level]
+        self.block = nn.ModuleList(
+            [ResnetBlock(block_in if i == 0 else block_out, block_out) for i in range(NUM_RES_BLOCKS)])
+        self.downsample = level != len(CHANNEL_MULT) - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for res in self.block:
+            x = res(x)
+        return F.avg_pool2d(x, kernel_size=2, stride=2) if self.downsample else x
+
+
+class UpsamplingBlock(nn.Module):
+    def __init__(self, hidden: int, level: int):
+        super().__init__()
+        last = len(CHANNEL_MULT) - 1
+        block_in = hidden * CHANNEL_MULT[level if level == last else level + 1]
+        block_out = hidden * CHANNEL_MULT[level]
+        self.block = nn.ModuleList(
+            [ResnetBlock(block_in if i == 0 else block_out, block_out) for i in range(NUM_RES_BLOCKS)])
+        self.add_upsample = level != 0
+        if self.add_upsample:
+            self.upsample_conv = Conv2dSame(block_out, block_out, kernel_size=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for res in self.block:
+            x = res(x)
+        if self.add_upsample:
+            x = self.upsample_conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return x
+
+
+class PixelEncoder(nn.Module):
+    """Images (B, 3, H, W) in [0, 1] -> latents (B, 256, H/16, W/16)."""
+
+    def __init__(self, hidden: int = 128):
+        super().__init__()
+        self.conv_in = Conv2dSame(3, hidden, kernel_size=3, bias=False)
+        self.down = nn.ModuleList([DownsamplingBlock(hidden, i) for i in range(len(CHANNEL_MULT))])
+        mid = hidden * CHANNEL_MULT[-1]
+        self.mid = nn.ModuleList([ResnetBlock(mid, mid) for _ in range(NUM_RES_BLOCKS)])
+        self.norm_out = nn.GroupNorm(32, mid, eps=1e-6)
+        self.conv_out = Conv2dSame(mid, Z_CHANNELS, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for block in self.down:
+            x = block(x)
+        for block in self.mid:
+            x = block(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class PixelDecoder(nn.Module):
+    """Latents (B, 256, h, w) -> images (B, 3, 16h, 16w), unclamped."""
+
+    def __init__(self, hidden: int = 128):
+        super().__init__()
+        block_in = hidden * CHANNEL_MULT[-1]
+        self.conv_in = Conv2dSame(Z_CHANNELS, block_in, kernel_size=3)
+        self.mid = nn.ModuleList([ResnetBlock(block_in, block_in) for _ in range(NUM_RES_BLOCKS)])
+        # Stored by level (up.0 = full resolution), run from the coarsest level up.
+        self.up = nn.ModuleList([UpsamplingBlock(hidden, i) for i in range(len(CHANNEL_MULT))])
+        self.norm_out = nn.GroupNorm(32, hidden * CHANNEL_MULT[0], eps=1e-6)
+        self.conv_out = Conv2dSame(hidden * CHANNEL_MULT[0], 3, kernel_size=3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for block in self.mid:
+            x = block(x)
+        for block in reversed(self.up):
+            x = block(x)
+        return self.conv_out(F.silu(self.norm_out(x)))
+
+
+class PixelQuantizer(nn.Module):
+    """The VQGAN codebook (1024 x 256): nearest-code lookup and code -> latent."""
+
+    def __init__(self, num_codes: int = NUM_CODES, dim: int = Z_CHANNELS):
+        super().__init__()
+        self.embedding = nn.Embedding(num_codes, dim)
+
+    def encode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (B, 256, h, w) -> code indices (B, h, w), official distance formula (first index on ties)."""
+        from kernels.nearest_code import nearest_code
+
+        b, c, h, w = latents.shape
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, c)
+        indices = nearest_code(flat, self.embedding.weight, l2_normalize=False)
+        return indices.view(b, h, w)
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code indices (B, h, w) -> latents (B, 256, h, w)."""
+        return self.embedding(indices).permute(0, 3, 1, 2)
+
+
+class MaskGITVQGAN(nn.Module):
+    """The standalone MaskGIT-VQGAN tokenizer (encoder, quantizer, decoder): the paper's 2D proxy codes."""
+
+    def __init__(self, hidden: int = 128):
+        super().__init__()
+        self.encoder = PixelEncoder(hidden)
+        self.decoder = PixelDecoder(hidden)
+        self.quantize = PixelQuantizer()
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1] -> proxy codes (B, H/16, W/16)."""
+        return self.quantize.encode(self.encoder(images))
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Proxy codes (B, h, w) -> images (B, 3, 16h, 16w) clamped to [0, 1] (as the official decode)."""
+        return self.decoder(self.quantize.decode(codes)).clamp(0.0, 1.0)
