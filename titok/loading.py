@@ -298,6 +298,17 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer_cf
     os.replace(tmp_w, folder / "model.safetensors")
 
 
+def check_compatible(tokenizer: TiTokTokenizer, generator: nn.Module) -> None:
+    """A generator fits a tokenizer when its token count and codebook size are the tokenizer's."""
+    t, g = tokenizer.cfg, generator.cfg
+    if t.quantize_mode != "vq":
+        raise CheckpointError("this tokenizer has continuous (VAE) tokens; the MaskGIT generators need a "
+                              "discrete-token tokenizer")
+    if g.image_seq_len != t.num_latent_tokens or g.codebook_size != t.codebook_size:
+        raise CheckpointError(f"generator ({g.image_seq_len} tokens, codebook {g.codebook_size}) does not fit the "
+                              f"tokenizer ({t.num_latent_tokens} tokens, codebook {t.codebook_size})")
+
+
 def variant_for(tokenizer: TiTokTokenizer) -> Variant | None:
     """The registry variant with this tokenizer's configuration, if any."""
     for v in VARIANTS.values():

@@ -23,6 +23,7 @@ import torch
 
 from kernels.maskgit_step import maskgit_step
 from titok.configs import GUIDANCE_DECAYS, SamplerConfig
+from titok.errors import TiTokInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,15 +71,15 @@ def sampling_schedule(cfg: SamplerConfig, seq_len: int) -> list[StepSchedule]:
 def check_class_ids(condition: torch.Tensor, num_classes: int) -> None:
     """Class ids must be an integer tensor (B,) within [0, num_classes): a clear error otherwise."""
     if not isinstance(condition, torch.Tensor) or condition.dim() != 1:
-        raise ValueError(f"class ids must be a 1-D tensor, got {getattr(condition, 'shape', type(condition))}")
+        raise TiTokInputError(f"class ids must be a 1-D tensor, got {getattr(condition, 'shape', type(condition))}")
     if condition.dtype.is_floating_point or condition.dtype == torch.bool:
-        raise TypeError(f"class ids must be integers, got dtype {condition.dtype}")
+        raise TiTokInputError(f"class ids must be integers, got dtype {condition.dtype}")
     if condition.numel() == 0:
-        raise ValueError("class ids are empty: give at least one class")
+        raise TiTokInputError("class ids are empty: give at least one class")
     lo, hi = int(condition.min()), int(condition.max())
     if lo < 0 or hi >= num_classes:
         bad = lo if lo < 0 else hi
-        raise ValueError(f"class id {bad} is outside 0..{num_classes - 1}")
+        raise TiTokInputError(f"class id {bad} is outside 0..{num_classes - 1}")
 
 
 @torch.no_grad()

@@ -11,6 +11,8 @@ import torch
 from torch import nn
 
 from titok.configs import TokenizerConfig
+from titok.errors import TiTokInputError
+from titok.images import check_images, check_tokens
 from titok.maskgit_vqgan import PixelDecoder, PixelQuantizer
 from titok.quantizer import VectorQuantizer, gaussian_tokens
 from titok.vit import TiTokDecoder, TiTokEncoder
@@ -51,7 +53,8 @@ class TiTokTokenizer(nn.Module):
         return self.quantize_latents(self.encoder_out(images), sample=sample, generator=generator)
 
     def encode_tokens(self, images: torch.Tensor) -> torch.Tensor:
-        """Images -> token ids (B, K) int64 (discrete models) or continuous tokens (B, C, 1, K) (VAE mean)."""
+        """Validated images (float [0, 1] or uint8) -> token ids (B, K) int64, or VAE mean tokens (B, C, 1, K)."""
+        images = check_images(images, self.cfg.image_size).to(self.latent_tokens.device, self.latent_tokens.dtype)
         z_q, ids = self.encode(images)
         return ids if ids is not None else z_q
 
@@ -75,9 +78,22 @@ class TiTokTokenizer(nn.Module):
             decoded = self.pixel_decoder(self.proxy_latents(decoded))
         return decoded
 
+    def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Validate tokens for this model: ids in the codebook (B, K), or VAE tokens (B, C, 1, K) finite."""
+        cfg = self.cfg
+        if cfg.quantize_mode == "vq":
+            return check_tokens(tokens, cfg.num_latent_tokens, cfg.codebook_size)
+        want = (cfg.token_size, 1, cfg.num_latent_tokens)
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 4 or tuple(tokens.shape[1:]) != want:
+            raise TiTokInputError(f"VAE tokens must have shape (B, {', '.join(map(str, want))}), "
+                                  f"got {tuple(getattr(tokens, 'shape', ()))}")
+        if not tokens.dtype.is_floating_point or not bool(torch.isfinite(tokens).all()):
+            raise TiTokInputError("VAE tokens must be finite floating-point values")
+        return tokens
+
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Tokens -> images (B, 3, H, W), unclamped; clamp to [0, 1] for display."""
-        return self.decode(self.tokens_to_latents(tokens))
+        """Validated tokens -> images (B, 3, H, W), unclamped (official); clamp to [0, 1] for display."""
+        return self.decode(self.tokens_to_latents(self.check_tokens(tokens)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstruction: encode then decode."""
