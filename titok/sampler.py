@@ -83,10 +83,13 @@ def check_class_ids(condition: torch.Tensor, num_classes: int) -> None:
 
 
 @torch.no_grad()
-def generate(generator, condition: torch.Tensor, cfg: SamplerConfig, *, backend: str = "auto") -> torch.Tensor:
-    """Official MaskGIT sampling: class ids (B,) -> token ids (B, K), using the global torch RNG.
+def generate(generator, condition: torch.Tensor, cfg: SamplerConfig, *, noise=None,
+             backend: str = "auto") -> torch.Tensor:
+    """Official MaskGIT sampling: class ids (B,) -> token ids (B, K).
 
-    After `torch.manual_seed(s)` on CPU this returns exactly the official sampler's ids.
+    With `noise=None` the global torch RNG is used in the official order: after
+    `torch.manual_seed(s)` on CPU this returns exactly the official sampler's ids.
+    `noise` may instead give each step's (sample noise (B, K, V), confidence noise (B, K)).
     """
     check_class_ids(condition, generator.cfg.num_classes)
     seq_len, mask_id = generator.cfg.image_seq_len, generator.mask_token_id
@@ -94,8 +97,11 @@ def generate(generator, condition: torch.Tensor, cfg: SamplerConfig, *, backend:
     for s in sampling_schedule(cfg, seq_len):
         cond_logits = generator(ids, condition, cond_drop_prob=0.0)
         uncond_logits = generator(ids, condition, cond_drop_prob=1.0) if s.guidance_scale is not None else None
-        sample_noise = torch.empty_like(cond_logits, dtype=torch.float).uniform_(0, 1)
-        confidence_noise = torch.empty(ids.shape, device=ids.device, dtype=torch.float).uniform_(0, 1)
+        if noise is None:
+            sample_noise = torch.empty_like(cond_logits, dtype=torch.float).uniform_(0, 1)
+            confidence_noise = torch.empty(ids.shape, device=ids.device, dtype=torch.float).uniform_(0, 1)
+        else:
+            sample_noise, confidence_noise = noise[s.step]
         ids = maskgit_step(cond_logits, uncond_logits, ids, mask_id=mask_id,
                            guidance_scale=s.guidance_scale or 0.0, guidance_anchor=s.guidance_anchor,
                            softmax_temperature=s.softmax_temperature, gumbel_temperature=s.gumbel_temperature,

@@ -83,19 +83,31 @@ class TiTokEncoder(nn.Module):
         self.ln_post = nn.LayerNorm(width)
         self.conv_out = nn.Conv2d(width, self.out_channels, kernel_size=1)
 
-    def embed(self, pixel_values: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
-        """The input sequence before ln_pre: (B, 1 + g*g + K, W)."""
+    def embed_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The per-image rows before ln_pre: [cls + pos0, patches + pos(1..g*g)] (B, 1 + g*g, W)."""
         b = pixel_values.shape[0]
         x = self.patch_embed(pixel_values).flatten(2).transpose(1, 2)
         x = torch.cat([self.class_embedding.to(x.dtype).expand(b, -1, -1), x], dim=1)
-        x = x + self.positional_embedding.to(x.dtype)
-        latents = (latent_tokens.to(x.dtype) + self.latent_token_positional_embedding.to(x.dtype)).expand(b, -1, -1)
+        return x + self.positional_embedding.to(x.dtype)
+
+    def latent_rows(self, latent_tokens: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The image-independent latent rows before ln_pre: (K, W)."""
+        return latent_tokens.to(dtype) + self.latent_token_positional_embedding.to(dtype)
+
+    def embed(self, pixel_values: torch.Tensor, latent_tokens: torch.Tensor) -> torch.Tensor:
+        """The input sequence before ln_pre: (B, 1 + g*g + K, W)."""
+        x = self.embed_image(pixel_values)
+        latents = self.latent_rows(latent_tokens, x.dtype).expand(x.shape[0], -1, -1)
         return torch.cat([x, latents], dim=1)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Transformer output (B, L, W) -> (B, C, 1, K) through ln_post and the 1x1 conv."""
-        b = x.shape[0]
-        latents = self.ln_post(x[:, 1 + self.grid ** 2:])
+        return self.head_rows(x[:, 1 + self.grid ** 2:])
+
+    def head_rows(self, latents: torch.Tensor) -> torch.Tensor:
+        """The K latent rows of the transformer output (B, K, W) -> (B, C, 1, K)."""
+        b = latents.shape[0]
+        latents = self.ln_post(latents)
         if self.cfg.is_legacy:
             # Official legacy quirk: a plain reshape of (B, K, W) to (B, W, K, 1), no permute.
             latents = latents.reshape(b, self.width, self.num_latent_tokens, 1)
@@ -144,21 +156,29 @@ class TiTokDecoder(nn.Module):
         prefix = torch.cat([self.class_embedding.to(dtype), mask], dim=0)
         return prefix + self.positional_embedding.to(dtype)
 
-    def embed(self, z_quantized: torch.Tensor) -> torch.Tensor:
-        """The input sequence before ln_pre: (B, 1 + g*g + K, W)."""
+    def embed_tokens(self, z_quantized: torch.Tensor) -> torch.Tensor:
+        """The per-image rows before ln_pre: embed(z_q) + latent positions (B, K, W)."""
         n, c, h, w = z_quantized.shape
         if h != 1 or w != self.num_latent_tokens:
             raise ValueError(f"decoder expects tokens of shape (B, C, 1, {self.num_latent_tokens}), "
                              f"got {tuple(z_quantized.shape)}")
         x = self.decoder_embed(z_quantized.reshape(n, c * h, w).transpose(1, 2))
-        x = x + self.latent_token_positional_embedding[:w]
-        prefix = self.shared_prefix(x.dtype).expand(n, -1, -1)
+        return x + self.latent_token_positional_embedding[:w]
+
+    def embed(self, z_quantized: torch.Tensor) -> torch.Tensor:
+        """The input sequence before ln_pre: (B, 1 + g*g + K, W)."""
+        x = self.embed_tokens(z_quantized)
+        prefix = self.shared_prefix(x.dtype).expand(x.shape[0], -1, -1)
         return torch.cat([prefix, x], dim=1)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Transformer output (B, L, W) -> decoder output (proxy-code logits or pixels)."""
+        return self.head_rows(x[:, 1:1 + self.grid ** 2])
+
+    def head_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The g*g patch rows of the transformer output (B, g*g, W) -> decoder output."""
         b, g = x.shape[0], self.grid
-        x = self.ln_post(x[:, 1:1 + g * g])
+        x = self.ln_post(x)
         x = x.transpose(1, 2).reshape(b, self.width, g, g)
         x = self.ffn(x.contiguous())
         if self.cfg.two_stage:
