@@ -1,0 +1,390 @@
+"""Fused nearest-codebook lookup: (optional) l2 normalisation, squared distance and argmin.
+
+Math (the official TiTok quantizer, fp32 whatever the input dtype):
+
+    z, e = z.float(), codebook.float()
+    if l2_normalize: z, e = F.normalize(z, dim=-1), F.normalize(e, dim=-1)
+    d[m, n] = (|z_m|^2 + |e_n|^2) - 2 z_m . e_n
+    index[m] = argmin_n d[m, n]          (first index on ties)
+
+`nearest_code_torch` is that code verbatim (it materialises the M x N matrix);
+`nearest_code(..., backend="triton")` never does. Its algorithm, 2 or 3 launches:
+
+1. Prepare pass (`_nearest_code_prepare_kernel`, one launch for both operands):
+   read z and the codebook with their strides and dtypes, cast to fp32,
+   F.normalize if asked (correctly rounded sqrt and division), and write
+   zero-padded (rows, BLOCK_D) fp32 copies -- z scaled by -2 (exact) -- plus the
+   squared norms |z|^2 and |e|^2. Why here and not inside the tile loop: the
+   codebook is shared by all M / BLOCK_M row blocks, so normalising it once costs
+   N*D work instead of (M / BLOCK_M) * N * D; and z must be in memory anyway,
+   because the loop reloads it in BLOCK_K chunks (below). The extra traffic,
+   (M + N) * BLOCK_D * 8 bytes, is small next to the 2*M*N*D flops of the loop.
+2. Main kernel (`_nearest_code_kernel`): one program per BLOCK_M rows of z and
+   one contiguous range of codebook tiles (a "split"). For each BLOCK_N tile of
+   codes it computes the full distance as one accumulation,
+   `d = (|z|^2 + |e|^2) + (-2 z) . e`, with `tl.dot` over BLOCK_K chunks of the
+   padded feature axis. K is chunked because the fp32 FMA dot keeps a thread's
+   whole K slice of both operands in registers: whole-K dots spilled in the AOT
+   compiles (sm_90, 64 x 64 tiles, 8 warps: STACK 720 bytes at D = 256, 8 at
+   D = 32 with BLOCK_K = 32). The dot uses input_precision="ieee" (true fp32 products): TF32
+   keeps 10 mantissa bits, which perturbs distances far more than fp32 rounding
+   and would change indices against the reference. A running (min, index) is
+   kept per (row, column-in-tile) element, so tiles are merged with element-wise
+   compares and no cross-thread shuffles; one row reduction at the end picks the
+   best column. The full distance (not just |e|^2 - 2 z.e, which would suffice
+   for the argmin) costs one add per element and keeps the reference's formula:
+   the returned distance needs no fix-up, and inf inputs give the same NaN/inf
+   pattern as the reference matrix.
+3. When there are too few row blocks to fill the GPU (small M: one image is 32
+   rows) the codebook tiles are split over a second grid axis (about two waves
+   of programs); each split writes a partial (distance, index) per row and
+   `_nearest_code_combine_kernel` merges them in split order, which keeps
+   first-index tie-breaking.
+
+NaN rule (both backends; it is torch.argmin's): NaN counts as smaller than every
+number and the first NaN wins. So a z row containing NaN gets index 0 and
+distance NaN; a codebook row containing NaN is chosen by every row that has no
+NaN of its own (the first such codebook row). No host synchronisation is spent
+detecting NaN.
+
+Shapes and dtypes: z (M, D), codebook (N, D); fp32, fp16 or bf16 each (they may
+differ); 1 <= D <= 256 (padded to a power of two, at least 16, with masks);
+N >= 1 (indices are int32 inside the kernels, so N < 2^31; tested up to 16384);
+M >= 0 (M == 0 returns empty outputs without a launch; row offsets are int64).
+z and codebook may be non-contiguous: their strides are passed to the prepare
+pass. Outputs: int64 indices (M,), fp32 distances (M,).
+Temporary memory: (M_pad + N) * (BLOCK_D + 1) * 4 bytes, plus splits * M * 12
+bytes when the codebook is split (M_pad = M rounded up to BLOCK_M).
+
+Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 and by
+ahead-of-time compilation for sm_90/sm_80 (no spills, shared memory within the
+limit) of every configuration in `_CONFIGS`. Block sizes are chosen to compile
+without spills, not tuned by measurement: nothing has been measured on a GPU.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_MAX_D = 256
+_BACKENDS = ("auto", "triton", "torch")
+
+# BLOCK_D -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Chosen by AOT compiles alone
+# (not timed: no GPU measurement yet): 64 x 64 tiles at 8 warps give each thread a 4 x 4 sub-tile,
+# 128-192 registers and STACK 0 on sm_90 and sm_80; at 4 warps (8 x 4 per thread) the same tiles
+# used 255 registers and spilled at D >= 32. BLOCK_K = 16 bounds the operand registers of the
+# fp32 FMA dot. 3 stages for the runtime K loop (D >= 128), 2 for the unrolled one (there the
+# whole BLOCK_D-wide tiles are staged, so shared memory grows with D).
+_CONFIGS = {
+    16: (64, 64, 16, 8, 2),
+    32: (64, 64, 16, 8, 2),
+    64: (64, 64, 16, 8, 2),
+    128: (64, 64, 16, 8, 3),
+    256: (64, 64, 16, 8, 3),
+}
+# Up to this BLOCK_D the K chunks are unrolled (the codebook-tile loop is then the innermost
+# loop and gets software-pipelined); above it a runtime K loop keeps shared memory and compile time small.
+_MAX_UNROLLED_D = 64
+# Elements per program of the prepare pass (rows = this / BLOCK_D: 32 fp32 values per thread
+# at 8 warps) and rows per program of the split combine; both are light, memory-bound kernels.
+_PREPARE_BLOCK_ELEMENTS = 8192
+_PREPARE_WARPS = 8
+_COMBINE_BLOCK_M = 128
+# A split must own at least this many codebook tiles, so that a program's fixed work (set-up,
+# final row reduction, partial stores: about one tile's worth) stays a small part of it (not measured).
+_MIN_TILES_PER_SPLIT = 2
+# Stand-in for the SM count when running under the interpreter (exercises the split path).
+_INTERPRETER_SMS = 4
+
+
+@triton.jit
+def _prepare_rows(x_ptr, out_ptr, sq_ptr, block, n_rows, n_out_rows, D, stride_r, stride_c, scale,
+                  L2_NORMALIZE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rows [block*BLOCK_R, +BLOCK_R) of x: fp32, F.normalize'd if asked; write scale * x zero-padded
+    to BLOCK_D columns (rows n_rows..n_out_rows-1 are written as zeros) and |x|^2 (before scaling)."""
+    rows = block.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    cols = tl.arange(0, BLOCK_D)
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < D)
+    x = tl.load(x_ptr + rows[:, None] * stride_r + cols[None, :] * stride_c, mask=mask, other=0.0).to(tl.float32)
+    if L2_NORMALIZE:
+        # F.normalize: x / max(||x||, 1e-12), correctly rounded sqrt and division;
+        # PropagateNan.ALL so that a NaN norm stays NaN, as torch's clamp_min does.
+        norm = tl.sqrt_rn(tl.sum(x * x, axis=1))
+        denom = tl.maximum(norm, 1e-12, propagate_nan=tl.PropagateNan.ALL)
+        x = tl.math.div_rn(x, denom[:, None])
+    out_ok = rows < n_out_rows
+    tl.store(out_ptr + rows[:, None] * BLOCK_D + cols[None, :], x * scale, mask=out_ok[:, None])
+    tl.store(sq_ptr + rows, tl.sum(x * x, axis=1), mask=out_ok)
+
+
+@triton.jit
+def _nearest_code_prepare_kernel(z_ptr, e_ptr, z_out_ptr, e_out_ptr, z_sq_ptr, e_sq_ptr,
+                                 M, M_pad, N, D, z_blocks,
+                                 stride_zm, stride_zd, stride_en, stride_ed,
+                                 L2_NORMALIZE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Programs [0, z_blocks) prepare z (as -2 z, padded to M_pad rows), the others the codebook."""
+    pid = tl.program_id(0)
+    if pid < z_blocks:
+        # -2 is exact: the main loop's dot then yields -2 z.e, added onto |z|^2 + |e|^2.
+        _prepare_rows(z_ptr, z_out_ptr, z_sq_ptr, pid, M, M_pad, D, stride_zm, stride_zd, -2.0,
+                      L2_NORMALIZE, BLOCK_R, BLOCK_D)
+    else:
+        _prepare_rows(e_ptr, e_out_ptr, e_sq_ptr, pid - z_blocks, N, N, D, stride_en, stride_ed, 1.0,
+                      L2_NORMALIZE, BLOCK_R, BLOCK_D)
+
+
+@triton.jit
+def _row_first_min(best_d, best_i):
+    """Per row: the smallest (distance, index) pair, NaN below every number, equal values by index."""
+    # Built from plain min/max reductions rather than one tl.reduce with a custom combine:
+    # same result, and the interpreter runs custom combines element by element in Python.
+    is_nan = best_d != best_d
+    row_has_nan = tl.max(is_nan.to(tl.int32), axis=1) > 0
+    row_min = tl.min(tl.where(is_nan, float("inf"), best_d), axis=1)
+    is_best = tl.where(row_has_nan[:, None], is_nan, best_d == row_min[:, None])
+    index = tl.min(tl.where(is_best, best_i, 2147483647), axis=1)
+    return tl.where(row_has_nan, float("nan"), row_min), index
+
+
+@triton.jit
+def _nearest_code_kernel(z_ptr, z_sq_ptr, e_ptr, e_sq_ptr, idx_ptr, dist_ptr,
+                         M, N, tiles_per_split,
+                         STORE_DIST: tl.constexpr, UNROLL_K: tl.constexpr, BLOCK_M: tl.constexpr,
+                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Rows [pid_m*BLOCK_M, +BLOCK_M) of the prepared z against the codebook tiles of split pid_s;
+    writes row pid_s of the (splits, M) outputs."""
+    # (The tile body is written inline, not as @triton.jit helpers: the interpreter pays ~2 ms
+    # per helper call, which dominated the CPU test time.)
+    pid_m = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)  # z is padded to whole blocks: no mask
+    ks = tl.arange(0, BLOCK_K)
+    z_sq = tl.load(z_sq_ptr + rows)
+    z_ptrs = z_ptr + rows[:, None] * BLOCK_D + ks[None, :]
+
+    tile_begin = pid_s * tiles_per_split
+    tile_end = tl.minimum(tile_begin + tiles_per_split, tl.cdiv(N, BLOCK_N))
+    best_d = tl.full((BLOCK_M, BLOCK_N), float("inf"), tl.float32)
+    # Start at the split's first indices so that an all-inf row reports the first index of the range.
+    best_i = tl.zeros((BLOCK_M, BLOCK_N), tl.int32) + (tile_begin * BLOCK_N + tl.arange(0, BLOCK_N))[None, :]
+    for tile in range(tile_begin, tile_end):
+        codes = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        code_ok = codes < N
+        e_sq = tl.load(e_sq_ptr + codes, mask=code_ok, other=0.0)
+        e_ptrs = e_ptr + codes[None, :].to(tl.int64) * BLOCK_D + ks[:, None]
+        d = z_sq[:, None] + e_sq[None, :]
+        # K in chunks: tl.dot's fp32 FMA path holds a thread's whole K slice of both operands in
+        # registers; one whole-K dot per tile spilled in the AOT compiles (sm_90, D = 16 to 256).
+        if UNROLL_K:
+            for k in tl.static_range(0, BLOCK_D, BLOCK_K):
+                e_t = tl.load(e_ptrs + k, mask=code_ok[None, :], other=0.0)
+                d = tl.dot(tl.load(z_ptrs + k), e_t, d, input_precision="ieee")
+        else:
+            for k in range(0, BLOCK_D, BLOCK_K):
+                e_t = tl.load(e_ptrs + k, mask=code_ok[None, :], other=0.0)
+                d = tl.dot(tl.load(z_ptrs + k), e_t, d, input_precision="ieee")
+        if (tile + 1) * BLOCK_N > N:  # partial last tile: codes >= N never win (even against NaN)
+            d = tl.where(code_ok[None, :], d, float("inf"))
+        # Later tiles only hold larger indices: replace on strictly smaller, or on the first NaN.
+        take = (d < best_d) | ((d != d) & (best_d == best_d))
+        best_d = tl.where(take, d, best_d)
+        best_i = tl.where(take, codes[None, :], best_i)
+    dist, index = _row_first_min(best_d, best_i)
+
+    out = pid_s.to(tl.int64) * M + rows
+    row_ok = rows < M
+    tl.store(idx_ptr + out, index.to(tl.int64), mask=row_ok)
+    if STORE_DIST:
+        tl.store(dist_ptr + out, dist, mask=row_ok)
+
+
+@triton.jit
+def _nearest_code_combine_kernel(part_idx_ptr, part_dist_ptr, idx_ptr, dist_ptr,
+                                 M, num_splits,
+                                 STORE_DIST: tl.constexpr, BLOCK_M: tl.constexpr):
+    """Merge the per-split (distance, index) partials (num_splits, M) in split order."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < M
+    best_d = tl.load(part_dist_ptr + rows, mask=row_ok)
+    best_i = tl.load(part_idx_ptr + rows, mask=row_ok)
+    for s in range(1, num_splits):
+        d = tl.load(part_dist_ptr + s * M + rows, mask=row_ok)
+        i = tl.load(part_idx_ptr + s * M + rows, mask=row_ok)
+        take = (d < best_d) | ((d != d) & (best_d == best_d))
+        best_d = tl.where(take, d, best_d)
+        best_i = tl.where(take, i, best_i)
+    tl.store(idx_ptr + rows, best_i, mask=row_ok)
+    if STORE_DIST:
+        tl.store(dist_ptr + rows, best_d, mask=row_ok)
+
+
+def _block_d(d: int) -> int:
+    """Padded feature width used by the kernels: the next power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, triton.next_power_of_2(d))
+
+
+def kernel_config(d: int) -> dict:
+    """Launch configuration of the main kernel for feature width `d`."""
+    bd = _block_d(d)
+    block_m, block_n, block_k, num_warps, num_stages = _CONFIGS[bd]
+    return dict(BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, BLOCK_D=bd, UNROLL_K=bd <= _MAX_UNROLLED_D,
+                num_warps=num_warps, num_stages=num_stages)
+
+
+def _validate(z, codebook) -> None:
+    for name, t in (("z", z), ("codebook", codebook)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 2:
+            raise ValueError(f"{name} must be 2-D ({'M' if name == 'z' else 'N'}, D), got shape {tuple(t.shape)}")
+        if t.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+    if z.shape[1] != codebook.shape[1]:
+        raise ValueError(f"z and codebook must have the same D, got z {tuple(z.shape)} and "
+                         f"codebook {tuple(codebook.shape)}")
+    d = z.shape[1]
+    if not 1 <= d <= _MAX_D:
+        raise ValueError(f"D must be in [1, {_MAX_D}], got z {tuple(z.shape)}")
+    if codebook.shape[0] < 1:
+        raise ValueError(f"codebook must have at least one row, got shape {tuple(codebook.shape)}")
+    if z.device != codebook.device:
+        raise ValueError(f"z and codebook must be on the same device, got z on {z.device} and "
+                         f"codebook on {codebook.device}")
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" else "torch"
+    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
+        raise ValueError(f"backend='triton' needs CUDA tensors (got {device}) or TRITON_INTERPRET=1 "
+                         f"set before kernels.nearest_code is imported")
+    return backend
+
+
+def nearest_code_torch(z: torch.Tensor, codebook: torch.Tensor, *, l2_normalize: bool,
+                       return_distance: bool = False):
+    """Reference: the official TiTok quantizer math verbatim (materialises the M x N distances).
+
+    Returns int64 indices (M,), and fp32 distances (M,) when `return_distance`.
+    """
+    _validate(z, codebook)
+    z = z.float()
+    e = codebook.float()
+    if l2_normalize:
+        z = F.normalize(z, dim=-1)
+        e = F.normalize(e, dim=-1)
+    d = torch.sum(z ** 2, dim=1, keepdim=True) + torch.sum(e ** 2, dim=1) - 2 * torch.einsum("bd,dn->bn", z, e.T)
+    indices = torch.argmin(d, dim=1)
+    if return_distance:
+        return indices, d.gather(1, indices.unsqueeze(1)).squeeze(1)
+    return indices
+
+
+def _num_splits(m_blocks: int, n_tiles: int, device: torch.device) -> int:
+    """How many codebook ranges to split over: enough programs for about two waves of the SMs."""
+    if device.type == "cuda":
+        sms = torch.cuda.get_device_properties(device).multi_processor_count  # cached; no sync
+    else:
+        sms = _INTERPRETER_SMS
+    wanted = triton.cdiv(2 * sms, m_blocks)
+    return max(1, min(wanted, n_tiles // _MIN_TILES_PER_SPLIT))
+
+
+def _nearest_code_triton(z, codebook, l2_normalize: bool, return_distance: bool, num_splits: int | None = None):
+    """Triton path (inputs already validated). `num_splits` overrides the split heuristic (tests)."""
+    m, d = z.shape
+    n = codebook.shape[0]
+    device = z.device
+    indices = torch.empty(m, dtype=torch.int64, device=device)
+    distances = torch.empty(m if return_distance else 0, dtype=torch.float32, device=device)
+    if m == 0:
+        return indices, distances
+    cfg = kernel_config(d)
+    bm, bn, bd = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_D"]
+
+    m_blocks = triton.cdiv(m, bm)
+    m_pad = m_blocks * bm
+    z_prep = torch.empty((m_pad, bd), dtype=torch.float32, device=device)
+    z_sq = torch.empty(m_pad, dtype=torch.float32, device=device)
+    e_prep = torch.empty((n, bd), dtype=torch.float32, device=device)
+    e_sq = torch.empty(n, dtype=torch.float32, device=device)
+    rows_per_program = _PREPARE_BLOCK_ELEMENTS // bd
+    z_blocks = triton.cdiv(m_pad, rows_per_program)
+    _nearest_code_prepare_kernel[(z_blocks + triton.cdiv(n, rows_per_program),)](
+        z, codebook, z_prep, e_prep, z_sq, e_sq, m, m_pad, n, d, z_blocks,
+        z.stride(0), z.stride(1), codebook.stride(0), codebook.stride(1),
+        L2_NORMALIZE=l2_normalize, BLOCK_R=rows_per_program, BLOCK_D=bd, num_warps=_PREPARE_WARPS)
+
+    n_tiles = triton.cdiv(n, bn)
+    if num_splits is None:
+        num_splits = _num_splits(m_blocks, n_tiles, device)
+    tiles_per_split = triton.cdiv(n_tiles, max(1, min(num_splits, n_tiles)))
+    num_splits = triton.cdiv(n_tiles, tiles_per_split)  # no empty split
+    if num_splits == 1:
+        part_idx, part_dist = indices, distances
+    else:
+        part_idx = torch.empty((num_splits, m), dtype=torch.int64, device=device)
+        part_dist = torch.empty((num_splits, m), dtype=torch.float32, device=device)
+    _nearest_code_kernel[(m_blocks, num_splits)](
+        z_prep, z_sq, e_prep, e_sq, part_idx, part_dist, m, n, tiles_per_split,
+        STORE_DIST=(return_distance or num_splits > 1), UNROLL_K=cfg["UNROLL_K"],
+        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=cfg["BLOCK_K"], BLOCK_D=bd,
+        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    if num_splits > 1:
+        _nearest_code_combine_kernel[(triton.cdiv(m, _COMBINE_BLOCK_M),)](
+            part_idx, part_dist, indices, distances, m, num_splits,
+            STORE_DIST=return_distance, BLOCK_M=_COMBINE_BLOCK_M, num_warps=4)
+    return indices, distances
+
+
+@torch.library.custom_op("titok::nearest_code", mutates_args=())
+def _nearest_code_op(z: torch.Tensor, codebook: torch.Tensor, l2_normalize: bool, return_distance: bool,
+                     backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices (M,) int64, distances (M,) fp32 or (0,) when not requested); backend is 'triton' or 'torch'."""
+    if backend == "torch":
+        indices, distances = nearest_code_torch(z, codebook, l2_normalize=l2_normalize, return_distance=True)
+        if not return_distance:
+            distances = distances.new_empty(0)
+        return indices, distances
+    if z.device.type == "cuda":
+        with torch.cuda.device(z.device):  # Triton launches on the current device
+            return _nearest_code_triton(z, codebook, l2_normalize, return_distance)
+    return _nearest_code_triton(z, codebook, l2_normalize, return_distance)
+
+
+@_nearest_code_op.register_fake
+def _(z, codebook, l2_normalize, return_distance, backend):
+    m = z.shape[0]
+    return (z.new_empty(m, dtype=torch.int64),
+            z.new_empty(m if return_distance else 0, dtype=torch.float32))
+
+
+def nearest_code(z: torch.Tensor, codebook: torch.Tensor, *, l2_normalize: bool, return_distance: bool = False,
+                 backend: str = "auto"):
+    """Index of the nearest codebook row for each row of z: int64 (M,), first index on ties.
+
+    With `return_distance`, also the fp32 squared distance (M,) to that row. Math in fp32
+    for any input dtype; see the module docstring for the algorithm and the NaN rule.
+    backend: "auto" (Triton for CUDA tensors, torch otherwise), "triton", or "torch".
+    """
+    _validate(z, codebook)
+    backend = _resolve_backend(backend, z.device)
+    indices, distances = torch.ops.titok.nearest_code(z, codebook, l2_normalize, return_distance, backend)
+    return (indices, distances) if return_distance else indices
+
+
+def quantize(z: torch.Tensor, codebook: torch.Tensor, *, l2_normalize: bool, backend: str = "auto"):
+    """(z_q, indices): the nearest codebook rows (fp32; F.normalize'd when `l2_normalize`, as the
+    official quantizer re-normalises the looked-up entry) and their int64 indices (M,)."""
+    indices = nearest_code(z, codebook, l2_normalize=l2_normalize, backend=backend)
+    z_q = codebook.index_select(0, indices).float()
+    if l2_normalize:
+        z_q = F.normalize(z_q, dim=-1)
+    return z_q, indices
