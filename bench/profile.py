@@ -1,0 +1,368 @@
+"""Profiling report: where the time of one TiTok generation goes.
+
+    python bench/profile.py --model titok-l-32 --pipeline fast --batch-size 64
+
+writes profiles/<device>/<model>-<pipeline>-b<batch>.md and a .json beside it with:
+- provenance: command, versions, device, date, git SHA;
+- the per-stage breakdown (generator forwards, sampling steps, ViT decoder, pixel
+  decoder), each stage timed alone, and its share;
+- the top kernels / operators by total time from torch.profiler over one end-to-end
+  generation (name, calls, total and mean time, share), the project's Triton kernels
+  marked, and the configs their autotuners chose;
+- a roofline table for the project's ops and the large GEMMs/convolutions: achieved
+  TFLOP/s and GB/s from their FLOP/byte counts, arithmetic intensity and fraction of
+  the device's peak, plus a roofline PNG (when matplotlib is installed);
+- NVML telemetry over the run (clocks, power, temperature, memory) on NVIDIA GPUs.
+`--trace` also writes a Chrome trace (not committed: *.trace.json is git-ignored).
+
+On CPU the report has the same sections, for the CPU: no NVML, no device peaks, no
+kernel rows for ops that did not run. `--model tiny` is the test-size model (ViT
+width 64, 2 layers) that checks the report format in seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import warnings
+
+if __package__ in (None, ""):
+    # Run as a script: import from the repository root, not from bench/ (whose profile.py would
+    # otherwise shadow the standard library's `profile` module).
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import torch  # noqa: E402
+
+from bench.common import device_peaks, device_slug, environment, time_fn, write_json  # noqa: E402
+
+SCHEMA = "titok-kernels/profile/v1"
+PROJECT_OPS = ("titok::nearest_code", "titok::maskgit_step", "titok::concat_attention")
+# Leaf compute ops whose FLOPs torch.profiler counts (with_flops): the large GEMMs and convolutions.
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::conv2d")
+
+
+
+# ---- building the pipeline -----------------------------------------------------------------------------
+
+def build_pipeline(model: str, mode: str, device: torch.device, dtype: torch.dtype | None,
+                   checkpoint_dir: str | None = None):
+    """A Pipeline for `model` (a registry name, or "tiny"), random weights unless checkpoints are given."""
+    from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig
+    from titok.loading import (build_generator_model, build_tokenizer, init_random_weights, load_generator,
+                               load_tokenizer)
+    from titok.pipeline import Pipeline
+
+    if model == "tiny":
+        tok = init_random_weights(build_tokenizer(TINY_TOKENIZER)).to(device).eval()
+        gen = init_random_weights(build_generator_model(TINY_GENERATOR)).to(device).eval()
+        gen.sampler = SamplerConfig(num_steps=8)
+    elif checkpoint_dir:
+        tok = load_tokenizer(os.path.join(checkpoint_dir, "tokenizer"), model, device=device)
+        gen = load_generator(os.path.join(checkpoint_dir, "generator"), model, device=device)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tok = load_tokenizer(None, model, random_weights=True, device=device)
+            gen = load_generator(None, model, random_weights=True, device=device)
+    return Pipeline(tok, gen, mode=mode, dtype=dtype)
+
+
+# ---- profiler aggregation -------------------------------------------------------------------------------
+
+def _project_kernel_names() -> set[str]:
+    """Names of the @triton.jit kernels in kernels/ (how they appear in a CUDA profile)."""
+    import importlib
+
+    names = set()
+    for op in ("nearest_code", "maskgit_step", "concat_attention"):
+        module = importlib.import_module(f"kernels.{op}")
+        names |= {n for n in dir(module) if n.startswith("_") and n.endswith("_kernel")}
+    return names
+
+
+def autotune_choices() -> dict:
+    """The configs chosen by the project's Triton autotuners so far: {kernel: {key: config}}."""
+    import importlib
+
+    out = {}
+    try:
+        from triton.runtime.autotuner import Autotuner
+    except ImportError:
+        return out
+    for op in ("nearest_code", "maskgit_step", "concat_attention"):
+        module = importlib.import_module(f"kernels.{op}")
+        for name in dir(module):
+            obj = getattr(module, name)
+            if isinstance(obj, Autotuner) and obj.cache:
+                out[name] = {str(k): str(v) for k, v in obj.cache.items()}
+    return out
+
+
+def _event_time_us(evt, cuda: bool) -> float:
+    if cuda:
+        return float(getattr(evt, "self_device_time_total", 0.0) or getattr(evt, "self_cuda_time_total", 0.0))
+    return float(evt.self_cpu_time_total)
+
+
+def _tensor_bytes(shapes, elem_bytes: int) -> int:
+    """Ideal traffic: every input tensor read once (an estimate: elements x the pipeline dtype's size)."""
+    return sum(math.prod(s) * elem_bytes for s in shapes or []
+               if isinstance(s, (list, tuple)) and s and all(isinstance(x, int) for x in s))
+
+
+def _op_flops(name: str, shapes) -> int | None:
+    """FLOPs of the project's ops from their recorded input shapes (formulas of bench/ops/*.py)."""
+    try:
+        if name == "titok::nearest_code":
+            (m, d), (n, _) = shapes[0], shapes[1]
+            return 2 * m * n * d
+        if name == "titok::concat_attention":
+            b, lp, three_w = shapes[0]
+            ls = shapes[1][0] if len(shapes) > 1 and shapes[1] else 0
+            length = lp + ls
+            return 4 * b * length * length * (three_w // 3)
+        if name == "titok::maskgit_step":
+            return None  # memory-bound: judged by bytes moved
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None
+
+
+def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tuple[list[dict], list[dict]]:
+    """Run torch.profiler over one end-to-end generation; return (top ops, roofline rows)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = pipe.device.type == "cuda"
+    cls = torch.arange(batch, device=pipe.device) % pipe.generator.cfg.num_classes
+    pipe.generate(cls, seed=0)  # warm-up: autotuning, CUDA-graph capture, lazy init
+    if cuda:
+        torch.cuda.synchronize()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities, record_shapes=True, with_flops=True) as prof:
+        pipe.generate(cls, seed=1)
+        if cuda:
+            torch.cuda.synchronize()
+    if trace_path:
+        prof.export_chrome_trace(trace_path)
+    events = prof.key_averages(group_by_input_shape=True)
+    kernel_names = _project_kernel_names()
+    grouped: dict[str, dict] = {}
+    roofline: list[dict] = []
+    peaks = device_peaks(pipe.device)
+    for evt in events:
+        t_us = _event_time_us(evt, cuda)
+        name = evt.key
+        row = grouped.setdefault(name, {"name": name, "calls": 0, "total_us": 0.0,
+                                        "project_kernel": name in kernel_names or name in PROJECT_OPS,
+                                        "triton": name in kernel_names or name.startswith("triton_")})
+        row["calls"] += evt.count
+        row["total_us"] += t_us
+        if name in PROJECT_OPS or name in GEMM_OPS:
+            total_time_us = float(evt.cpu_time_total if not cuda else
+                                  getattr(evt, "device_time_total", 0.0) or getattr(evt, "cuda_time_total", 0.0))
+            if total_time_us <= 0 or evt.count == 0:
+                continue
+            flops = _op_flops(name, evt.input_shapes) if name in PROJECT_OPS else (evt.flops or None)
+            nbytes = _tensor_bytes(evt.input_shapes, torch.empty((), dtype=pipe.dtype).element_size())
+            seconds = total_time_us * 1e-6
+            tflops = flops * evt.count / seconds / 1e12 if flops else None
+            gbps = nbytes * evt.count / seconds / 1e9 if nbytes else None
+            frac = None
+            if peaks is not None:
+                peak_t = peaks["tflops"].get("bf16" if pipe.dtype == torch.bfloat16 else "tf32")
+                parts = [x for x in (tflops / peak_t if tflops and peak_t else None,
+                                     gbps / peaks["bandwidth_gbps"] if gbps else None) if x is not None]
+                frac = max(parts) if parts else None
+            roofline.append({"name": name, "shapes": str(evt.input_shapes), "calls": evt.count,
+                             "total_ms": total_time_us / 1e3, "flops_per_call": flops,
+                             "bytes_per_call": nbytes or None, "tflops": tflops, "gbps": gbps,
+                             "intensity_flop_per_byte": (flops / nbytes) if flops and nbytes else None,
+                             "fraction_of_peak": frac})
+    total = sum(r["total_us"] for r in grouped.values()) or 1.0
+    top = sorted(grouped.values(), key=lambda r: -r["total_us"])
+    for r in top:
+        r["total_ms"] = r.pop("total_us") / 1e3
+        r["mean_ms"] = r["total_ms"] / max(r["calls"], 1)
+        r["share"] = r["total_ms"] * 1e3 / total
+    roofline.sort(key=lambda r: -r["total_ms"])
+    return top, roofline
+
+
+# ---- the report ---------------------------------------------------------------------------------------------
+
+def stage_breakdown(pipe, batch: int, iters: int) -> list[dict]:
+    device = pipe.device
+    rows = []
+    with torch.no_grad():
+        for name, fn in pipe.stage_functions(batch).items():
+            t = time_fn(fn, device=device, warmup=1, iters=iters)
+            rows.append({"stage": name, "p50_ms": t.p50_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms})
+    total = sum(r["p50_ms"] for r in rows) or 1.0
+    for r in rows:
+        r["share"] = r["p50_ms"] / total
+    return rows
+
+
+def telemetry_during(fn):
+    """(result, NVML samples or None): NVML readings taken while `fn` runs, when available."""
+    try:
+        from bench.common import NvmlSampler
+    except ImportError:
+        return fn(), None
+    with NvmlSampler() as sampler:
+        result = fn()
+    return result, sampler.summary()
+
+
+def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype | None,
+                iters: int = 3, trace_path: str | None = None, checkpoint_dir: str | None = None) -> dict:
+    from titok.flops import generation_flops
+    from titok.pipeline import describe
+
+    pipe = build_pipeline(model, mode, device, dtype, checkpoint_dir)
+    cls = torch.arange(batch, device=device) % pipe.generator.cfg.num_classes
+    with torch.no_grad():
+        stages = stage_breakdown(pipe, batch, iters)
+        e2e, telemetry = telemetry_during(lambda: time_fn(lambda: pipe.generate(cls, seed=0), device=device,
+                                                          warmup=1, iters=iters))
+        top, roofline = profile_generation(pipe, batch, trace_path=trace_path)
+    flops = generation_flops(pipe.tokenizer.cfg, pipe.generator.cfg, pipe.sampler)
+    return {
+        "schema": SCHEMA,
+        "environment": environment(device),
+        "config": {"model": model, "batch_size": batch, "iters": iters, "random_weights": checkpoint_dir is None,
+                   **describe(pipe)},
+        "end_to_end": {"p50_ms": e2e.p50_ms, "p20_ms": e2e.p20_ms, "p80_ms": e2e.p80_ms,
+                       "samples_per_s": batch / (e2e.p50_ms / 1e3), "gflop_per_image": flops["total"] / 1e9,
+                       "achieved_tflops": flops["total"] * batch / (e2e.p50_ms / 1e3) / 1e12},
+        "stages": stages,
+        "top_kernels": top[:25],
+        "autotune": autotune_choices(),
+        "roofline": roofline[:40],
+        "telemetry": telemetry,
+    }
+
+
+def _f(x, spec=".3f"):
+    return "-" if x is None else format(x, spec)
+
+
+def _pct(x):
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def to_markdown(report: dict) -> str:
+    env, cfg, e2e = report["environment"], report["config"], report["end_to_end"]
+    lines = [f"# Profile: {cfg['model']}, {cfg['mode']} pipeline, batch {cfg['batch_size']}", "",
+             f"- command: `{env['command']}`", f"- device: {env['device_name']} ({env['device_type']})",
+             f"- torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, python {env['python']}",
+             f"- date: {env['timestamp']}, git SHA: {env['git_sha']}",
+             f"- dtype {cfg['dtype']}, CUDA graph {cfg['cuda_graph']}, random weights {cfg['random_weights']}", "",
+             "## End to end", "",
+             f"{e2e['samples_per_s']:.2f} samples/s (p50 {e2e['p50_ms']:.1f} ms per batch, p20-p80 "
+             f"{e2e['p20_ms']:.1f}-{e2e['p80_ms']:.1f} ms); {e2e['gflop_per_image']:.1f} GFLOP per image -> "
+             f"{e2e['achieved_tflops']:.3f} TFLOP/s achieved.", "",
+             "## Stages (each timed alone)", "", "| stage | p50 ms | p20-p80 ms | share |", "|---|---:|---:|---:|"]
+    lines += [f"| {r['stage']} | {r['p50_ms']:.2f} | {r['p20_ms']:.2f}-{r['p80_ms']:.2f} | {100 * r['share']:.1f}% |"
+              for r in report["stages"]]
+    lines += ["", "## Top kernels and operators (self time, torch.profiler)", "",
+              "| name | calls | total ms | mean ms | share | project / Triton |", "|---|---:|---:|---:|---:|---|"]
+    for r in report["top_kernels"]:
+        mark = ("project" if r["project_kernel"] else "") + (" triton" if r["triton"] else "")
+        lines.append(f"| `{r['name'][:80]}` | {r['calls']} | {r['total_ms']:.3f} | {r['mean_ms']:.4f} | "
+                     f"{100 * r['share']:.1f}% | {mark.strip() or '-'} |")
+    lines += ["", "## Autotune choices", ""]
+    if report["autotune"]:
+        for kernel, choices in report["autotune"].items():
+            lines += [f"- `{kernel}`: " + "; ".join(f"{k} -> {v}" for k, v in choices.items())]
+    else:
+        lines.append("None recorded (no autotuned Triton kernel ran on this device).")
+    lines += ["", "## Roofline (project ops and large GEMMs / convolutions)", "",
+              "| op | calls | total ms | TFLOP/s | GB/s | FLOP/byte | of peak |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in report["roofline"]:
+        lines.append(f"| `{r['name']}` {r['shapes'][:60]} | {r['calls']} | {r['total_ms']:.3f} | {_f(r['tflops'])} | "
+                     f"{_f(r['gbps'], '.1f')} | {_f(r['intensity_flop_per_byte'], '.1f')} | "
+                     f"{_pct(r['fraction_of_peak'])} |")
+    if env.get("peaks") is None:
+        lines += ["", "No device peaks are known for this device: fractions of peak are not shown."]
+    lines += ["", "## Telemetry (NVML)", ""]
+    tel = report["telemetry"]
+    if tel:
+        lines += [f"- {k}: {v}" for k, v in tel.items()]
+    else:
+        lines.append("Not available (no NVIDIA GPU or no nvidia-ml-py).")
+    return "\n".join(lines) + "\n"
+
+
+def write_roofline_png(report: dict, path: str) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    pts = [r for r in report["roofline"] if r["intensity_flop_per_byte"] and r["tflops"]]
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in pts:
+        ax.scatter(r["intensity_flop_per_byte"], r["tflops"], s=20 + 200 * min(r["total_ms"] / 100, 1))
+        ax.annotate(r["name"].split("::")[-1], (r["intensity_flop_per_byte"], r["tflops"]), fontsize=7)
+    peaks = report["environment"].get("peaks")
+    if peaks:
+        xs = [0.1, 10000]
+        dt = report["config"]["dtype"]
+        peak_t = peaks["tflops"].get("bf16" if dt == "bfloat16" else "tf32")
+        ax.plot(xs, [min(peak_t, x * peaks["bandwidth_gbps"] / 1e3) for x in xs], "k--", label="roofline")
+        ax.legend()
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("achieved TFLOP/s")
+    ax.set_title(f"{report['config']['model']} {report['config']['mode']} b{report['config']['batch_size']} "
+                 f"on {report['environment']['device_name']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main(argv=None) -> int:
+    from titok.configs import VARIANTS
+
+    models = ["tiny"] + [n for n, v in VARIANTS.items() if v.generator is not None]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="titok-l-32", choices=models)
+    parser.add_argument("--pipeline", default="fast", choices=("reference", "compile", "fast"))
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on GPU, 1 on CPU")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: the pipeline's own")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--checkpoint-dir", help="folder with tokenizer/ and generator/ checkpoints "
+                                                 "(default: random weights; speed does not depend on weights)")
+    parser.add_argument("--out-dir", help="default: profiles/<device>")
+    parser.add_argument("--trace", action="store_true", help="also write a Chrome trace (*.trace.json)")
+    args = parser.parse_args(argv)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if args.device == "auto" else args.device))
+    batch = args.batch_size or (64 if device.type == "cuda" else 1)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    out_dir = args.out_dir or os.path.join("profiles", device_slug(device))
+    os.makedirs(out_dir, exist_ok=True)
+    stem = os.path.join(out_dir, f"{args.model}-{args.pipeline}-b{batch}")
+    report = make_report(args.model, args.pipeline, batch, device, dtype, iters=args.iters,
+                         trace_path=stem + ".trace.json" if args.trace else None, checkpoint_dir=args.checkpoint_dir)
+    report["roofline_png"] = os.path.basename(stem + ".roofline.png") \
+        if write_roofline_png(report, stem + ".roofline.png") else None
+    write_json(stem + ".json", report)
+    md = to_markdown(report)
+    tmp = stem + ".md.tmp"
+    with open(tmp, "w") as f:
+        f.write(md)
+    os.replace(tmp, stem + ".md")
+    print(md)
+    print(f"report -> {stem}.md, {stem}.json" + (f", {stem}.roofline.png" if report["roofline_png"] else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
