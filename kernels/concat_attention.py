@@ -1,0 +1,498 @@
+"""Fused mask-token concat attention: flash-attention forward over cat(shared, per-sample) read in place.
+
+Algorithm
+---------
+TiTok's ViT sequences are the concatenation of a block of rows shared by every
+image (decoder: class embedding + 256 mask tokens, first; encoder: the learned
+latent tokens, last) and a per-image block. In the first layer the shared rows'
+Q/K/V are constants of the weights (ln_pre, ln_1 and in_proj of constant
+inputs), so they can be computed once per model and read here with batch stride 0.
+
+`_concat_attention_kernel` is a non-causal flash-attention forward (online
+softmax in base 2, fp32 running max / denominator / accumulator) whose queries,
+keys and values all come from two segments of one *logical* sequence of length
+L = Ls + Lp per sample:
+
+    logical = cat([shared, per_sample]) if shared_first else cat([per_sample, shared])
+
+Each logical row is mapped to a row pointer into either the shared packed QKV
+(Ls, 3*H*d) (one copy, no batch stride) or the per-sample packed QKV
+(B, Lp, 3*H*d) (any batch / row strides: it may be a view into a bigger buffer)
+by a per-row select, so a key block may straddle the segment boundary and there
+are cdiv(L, BLOCK_N) key blocks, as for a materialised sequence. Packed layout
+(nn.MultiheadAttention's in_proj): columns [q (H*d) | k (H*d) | v (H*d)], head h
+in columns h*d:(h+1)*d of each part; scale 1/sqrt(d). Full key blocks run without
+masks; only the partial last key block is masked. The output is written as
+(B, Lq, H*d), row-major with heads concatenated: the layout out_proj consumes.
+One program per (query block, batch*head) on a 1-D grid (query blocks fastest,
+so the programs of one (b, h) run together and share its K/V in L2; 1-D, so B*H
+has no 65535 limit). Batch and row offsets are int64.
+
+`query_rows=(start, stop)` computes only logical rows start..stop-1 (the
+encoder's last layer needs only the K latent rows, the decoder's last layer rows
+1..256); the keys always span the whole logical sequence.
+
+Supported: head dims 32, 64, 128 (Triton backend; the torch backend takes any);
+any lengths Ls >= 0, Lp >= 1, B >= 0; dtypes fp32, fp16, bf16 (shared dtype =
+qkv dtype); output dtype = input dtype. fp16/bf16: tensor-core dots, P rounded to
+the input dtype before the P@V dot (as in flash attention), fp32 accumulation.
+fp32: both dots use input_precision="ieee" (true fp32 products, not TF32), i.e.
+CUDA-core FMA dots; Q K^T is summed over 16-wide head-dim chunks to keep the FMA
+operands in registers.
+
+Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 (fp32,
+fp16) and by ahead-of-time compilation for sm_90/sm_80 (every kept autotune
+config, fp16/bf16/fp32, d 32/64/128: no register spills, shared memory within
+the limit). Config choices are reasoned, not measured.
+
+Limits: forward only (no autograd); no dropout, attention mask or causal mode.
+Triton backend: CUDA tensors (or CPU tensors under TRITON_INTERPRET=1, where bf16
+is not available); channel (last-dim) stride 1 and rows 16-byte aligned (base
+address and batch/row strides multiples of 16 bytes; checked, ValueError
+otherwise); the last dimension is 3 * num_heads * d. The 16-byte alignment lets
+the kernel tell the compiler so (the per-row select hides it), which gives
+16-byte vector loads and cp.async pipelining; without that hint the ahead-of-time
+compiles used 2-byte loads and spilled for most of the candidate tiles.
+
+Savings of the first-layer precompute (per image)
+-------------------------------------------------
+Only the first layer can be precomputed: from layer 2 on, the shared rows have
+attended to the image's rows, so they depend on the image. For S shared rows at
+width W, computing position add + ln_pre + ln_1 + QKV projection of those rows
+once per model saves per image:
+
+    FLOPs = 2*S*W*3W (in_proj GEMM) + 3*S*W (bias) + 2*8*S*W (two LayerNorms,
+            counted as ~8 FLOPs per element) + S*W (position add)
+          = 6*S*W^2 + 20*S*W
+    bytes = 10*S*W*e  (activations no longer written or read: position add 2SW,
+            ln_pre 2SW, ln_1 2SW, GEMM input read SW + output write 3SW;
+            e = bytes per element; the in_proj weight is read anyway for the
+            per-sample rows; ln_pre's output is still read once per image as the
+            layer-1 residual, now from a single stride-0 copy, and not counted)
+
+and not materialising the shared rows per image (repeat or broadcast-add writes
+S*W, cat reads S*W and writes S*W) saves at least 3*S*W*e bytes per image. (The
+attention's own reads of the shared Q/K/V, 3*S*W*e per image in a materialised
+sequence, become reads of one copy that can stay in L2; not counted: unmeasured.)
+ViT-block FLOPs per image, for scale: layers * (24*L*W^2 + 4*L^2*W).
+
+    model, part             W layers    S    L    FLOPs saved % blocks         precompute bytes              cat bytes
+                                                                                    fp32 / bf16            fp32 / bf16
+    titok-l-32 decoder   1024     24  257  289  1,622,167,552    0.89%   10,526,720 / 5,263,360  3,158,016 / 1,579,008
+    titok-l-32 encoder   1024     24   32  289    201,981,952    0.11%      1,310,720 / 655,360      393,216 / 196,608
+    titok-s-128 decoder   512      8  257  385    406,857,728    1.87%    5,263,360 / 2,631,680    1,579,008 / 789,504
+    titok-s-128 encoder   512      8  128  385    202,637,312    0.93%    2,621,440 / 1,310,720      786,432 / 393,216
+
+(e.g. titok-l-32 decoder: 6*257*1024^2 = 1,616,904,192 plus 20*257*1024 =
+5,263,360; block FLOPs 24*(24*289*1024^2 + 4*289^2*1024) = 182,760,603,648.)
+The FLOP saving is small (~1-2 % of the blocks); the point of the kernel is
+mostly the bytes and launches of repeat/cat/LN/GEMM on rows that never change.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+BACKENDS = ("auto", "triton", "torch")
+TRITON_HEAD_DIMS = (32, 64, 128)
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_LOG2E = 1.4426950408889634
+
+
+# --------------------------------------------------------------------------------------------
+# Autotune configs: (BLOCK_M, BLOCK_N, num_warps, num_stages) per (arch, precision, head dim).
+# Every entry compiles without register spills and within shared memory for its arch
+# (tests/test_concat_attention.py compiles them all ahead of time for sm_90 and sm_80, fp16, bf16
+# and fp32); configs that spilled in those compiles were pruned, as noted. The reasons are design
+# reasoning, not measurements: nothing has been timed on a GPU yet.
+# --------------------------------------------------------------------------------------------
+_CONFIGS = {
+    # Hopper, fp16/bf16 (wgmma). L is 289..513 in TiTok, so short key loops: 2-3 stages suffice.
+    ("sm90", "lowp", 32): [
+        (128, 64, 4, 3),  # one warpgroup, two m64 wgmmas per block; 3 stages overlap K/V loads with math
+        (64, 64, 4, 3),   # L=289 -> 5x64 query rows (320) instead of 3x128 (384); twice the CTAs
+    ],
+    ("sm90", "lowp", 64): [
+        (128, 64, 4, 3),  # as for d=32 (the usual Hopper flash-attention tile for d=64)
+        (128, 64, 8, 3),  # two warpgroups of 64 rows: half the registers per thread, more latency hiding
+        (64, 64, 4, 3),   # less padding for L~289 and short query ranges (e.g. the last 32 rows)
+    ],
+    ("sm90", "lowp", 128): [
+        (128, 64, 8, 3),  # 8 warps: (128, 64, 4, 3) spilled (264 B) at d=128
+        (64, 64, 4, 3),   # small tile for short sequences / query ranges
+    ],
+    # Ampere, fp16/bf16 (mma.sync): needs more registers than Hopper for the same tile.
+    ("sm80", "lowp", 32): [
+        (128, 64, 4, 3),  # large tile still fits at d=32 ((128, 64, 8, 3) spilled 16 B here)
+        (64, 64, 4, 3),   # less padding for L~289
+    ],
+    ("sm80", "lowp", 64): [
+        (128, 64, 8, 3),  # 8 warps: (128, 64, 4, 3) spilled (24 B)
+        (64, 64, 4, 3),   # less padding for L~289
+    ],
+    ("sm80", "lowp", 128): [
+        (128, 32, 8, 2),  # every 64/128-key tile spilled here (32..984 B), and 32-key tiles at 4 warps
+        (64, 32, 8, 2),   # smaller query tile for short sequences
+    ],
+    # fp32 (both archs): ieee FMA dots hold whole operand rows per thread, so small tiles and
+    # QK^T summed over 16-column head-dim chunks (_FP32_QK_CHUNK); unchunked, every tile tried
+    # spilled at d >= 64.
+    ("sm90", "fp32", 32): [(64, 32, 8, 2), (32, 32, 4, 2)],  # 8 warps spread the FMA operands
+    ("sm90", "fp32", 64): [(64, 32, 8, 2), (32, 32, 4, 2)],  # (64, 32, 4, 2) spilled 48 B
+    ("sm90", "fp32", 128): [(64, 32, 8, 2), (32, 16, 4, 2)],  # (64, 32, 4, 2) spilled 1320 B
+}
+for _d in (32, 64):
+    _CONFIGS[("sm80", "fp32", _d)] = _CONFIGS[("sm90", "fp32", _d)]
+_CONFIGS[("sm80", "fp32", 128)] = [(64, 32, 8, 2), (32, 16, 4, 2)]  # (32, 32, 4, 2) spilled 24 B on sm_80
+_FP32_QK_CHUNK = 16
+# Under TRITON_INTERPRET=1 there is no autotuning: tiles of the next power of two of the query /
+# key length, 16..512, so TiTok lengths (L <= 512) take one query block and one key block: the
+# interpreter's cost is mostly per operation, not per element. Interpreter-only (never compiled
+# for a GPU); the kept GPU tiles run under the interpreter in test_kept_gpu_config_tiles.
+_INTERPRETER_MAX_TILE = 512
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return "fp32" if dtype == torch.float32 else "lowp"
+
+
+def _arch(device: torch.device) -> str:
+    """Config family of a CUDA device: "sm90" for compute capability >= 9, else "sm80"."""
+    return "sm90" if torch.cuda.get_device_capability(device)[0] >= 9 else "sm80"
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+@triton.jit
+def _attend_block(acc, m_i, l_i, q, q_ptrs, q_valid, qkv_base, shared_ptr, start_n, seq_len,
+                  stride_qkv_l, stride_shared_l, shared_len, per_sample_len, qk_scale, offs_n,
+                  k_cols, v_cols, SHARED_FIRST: tl.constexpr, MASKED: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr, HEAD_DIM: tl.constexpr, QK_CHUNK: tl.constexpr,
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """One online-softmax step over key rows start_n..start_n+BLOCK_N of the logical sequence."""
+    rows = start_n + offs_n  # int64 (offs_n is int64)
+    if SHARED_FIRST:
+        is_shared = rows < shared_len
+        shared_rows = rows
+        sample_rows = rows - shared_len
+    else:
+        is_shared = rows >= per_sample_len
+        shared_rows = rows - per_sample_len
+        sample_rows = rows
+    # One pointer per key row, from whichever segment holds it (a block may straddle the
+    # boundary); selecting per row (not per element) keeps the pointer tensors 1-D.
+    row_ptr = tl.where(is_shared, shared_ptr + shared_rows * stride_shared_l,
+                       qkv_base + sample_rows * stride_qkv_l)
+    # A select loses the operands' alignment in Triton's axis analysis; restoring it (the launcher
+    # checks 16-byte bases and row strides) gives 16-byte vector loads and cp.async pipelining.
+    row_ptr = tl.multiple_of(row_ptr, [16])[:, None]
+    valid = rows < seq_len
+    if QK_CHUNK == HEAD_DIM:
+        if MASKED:
+            k = tl.load(row_ptr + k_cols, mask=valid[:, None], other=0.0)
+        else:
+            k = tl.load(row_ptr + k_cols)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
+    else:
+        # fp32 FMA dots hold a whole K-extent row of each operand per thread: summing QK^T over
+        # head-dim chunks (Q chunks re-read from L1) keeps them within registers.
+        s = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+        for c in tl.static_range(0, HEAD_DIM, QK_CHUNK):
+            q_c = tl.load(q_ptrs + c, mask=q_valid[:, None], other=0.0)
+            if MASKED:
+                k_c = tl.load(row_ptr + k_cols + c, mask=valid[:, None], other=0.0)
+            else:
+                k_c = tl.load(row_ptr + k_cols + c)
+            s += tl.dot(q_c, tl.trans(k_c), input_precision=DOT_PRECISION)
+    if MASKED:
+        v = tl.load(row_ptr + v_cols, mask=valid[:, None], other=0.0)
+        s = tl.where(valid[None, :], s, float("-inf"))
+    else:
+        v = tl.load(row_ptr + v_cols)
+    m_new = tl.maximum(m_i, tl.max(s, 1) * qk_scale)
+    # Every block holds at least one valid key, so m_new is finite and alpha = 0 on the first block.
+    alpha = tl.math.exp2(m_i - m_new)
+    p = tl.math.exp2(s * qk_scale - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    # P in the input dtype for the tensor-core P@V dot (fp32 inputs keep P in fp32).
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+    return acc, m_new, l_i
+
+
+@triton.jit(do_not_specialize=["per_sample_len", "shared_len", "query_start", "query_len",
+                               "seq_bucket", "query_bucket", "batch_heads_bucket"])
+def _concat_attention_kernel(
+    qkv_ptr, shared_ptr, out_ptr,
+    stride_qkv_b, stride_qkv_l, stride_shared_l, stride_out_b, stride_out_l,
+    per_sample_len, shared_len, query_start, query_len, qk_scale,
+    seq_bucket, query_bucket, batch_heads_bucket,
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, SHARED_FIRST: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, QK_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    # Channel strides are 1 (checked by the launcher). seq_bucket / query_bucket /
+    # batch_heads_bucket are only the autotune key (powers of two).
+    pid = tl.program_id(0)
+    num_m_blocks = tl.cdiv(query_len, BLOCK_M)
+    pid_m = pid % num_m_blocks
+    pid_bh = pid // num_m_blocks
+    batch = (pid_bh // NUM_HEADS).to(tl.int64)
+    head = pid_bh % NUM_HEADS
+    seq_len = shared_len + per_sample_len
+
+    # Row indices in int64: row * row-stride can pass 2^31 for big views.
+    offs_m = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    offs_c = tl.arange(0, QK_CHUNK)
+    qkv_base = qkv_ptr + batch * stride_qkv_b
+    q_cols = (head * HEAD_DIM + offs_d)[None, :]
+    v_cols = ((2 * NUM_HEADS + head) * HEAD_DIM + offs_d)[None, :]
+    k_cols = ((NUM_HEADS + head) * HEAD_DIM + offs_c)[None, :]  # first QK_CHUNK columns of K
+
+    # Query rows: logical rows query_start + offs_m, each loaded from the segment that holds it.
+    q_valid = offs_m < query_len
+    q_rows = query_start + offs_m
+    if SHARED_FIRST:
+        q_shared = q_rows < shared_len
+        q_shared_rows = q_rows
+        q_sample_rows = q_rows - shared_len
+    else:
+        q_shared = q_rows >= per_sample_len
+        q_shared_rows = q_rows - per_sample_len
+        q_sample_rows = q_rows
+    q_row_ptr = tl.where(q_shared, shared_ptr + q_shared_rows * stride_shared_l,
+                         qkv_base + q_sample_rows * stride_qkv_l)
+    q_row_ptr = tl.multiple_of(q_row_ptr, [16])
+    q_ptrs = q_row_ptr[:, None] + (head * HEAD_DIM + offs_c)[None, :]  # first QK_CHUNK columns of Q
+    if QK_CHUNK == HEAD_DIM:
+        q = tl.load(q_ptrs, mask=q_valid[:, None], other=0.0)  # kept in registers for all key blocks
+    else:
+        q = tl.zeros([BLOCK_M, QK_CHUNK], dtype=tl.float32)  # unused: chunks are loaded per key block
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    full_end = (seq_len // BLOCK_N) * BLOCK_N
+    for start_n in range(0, full_end, BLOCK_N):  # full key blocks: no masks
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, q_ptrs, q_valid, qkv_base, shared_ptr, start_n,
+                                      seq_len, stride_qkv_l, stride_shared_l, shared_len, per_sample_len,
+                                      qk_scale, offs_n, k_cols, v_cols, SHARED_FIRST, False,
+                                      DOT_PRECISION, HEAD_DIM, QK_CHUNK, BLOCK_M, BLOCK_N)
+    if full_end < seq_len:  # the partial last key block
+        acc, m_i, l_i = _attend_block(acc, m_i, l_i, q, q_ptrs, q_valid, qkv_base, shared_ptr, full_end,
+                                      seq_len, stride_qkv_l, stride_shared_l, shared_len, per_sample_len,
+                                      qk_scale, offs_n, k_cols, v_cols, SHARED_FIRST, True,
+                                      DOT_PRECISION, HEAD_DIM, QK_CHUNK, BLOCK_M, BLOCK_N)
+    out = acc / l_i[:, None]
+    # The launcher allocates out contiguous: rows are (H*d*elsize)-byte multiples, 16-byte aligned.
+    out_row_ptr = tl.multiple_of(out_ptr + batch * stride_out_b + offs_m * stride_out_l, [16])
+    out_ptrs = out_row_ptr[:, None] + q_cols
+    tl.store(out_ptrs, out.to(out_ptr.dtype.element_ty), mask=q_valid[:, None])
+
+
+def _prune_configs(configs, named_args, **kwargs):
+    """Keep the configs listed in _CONFIGS for this call's GPU arch, dtype and head dim."""
+    args = {**named_args, **kwargs}
+    qkv = args["qkv_ptr"]
+    wanted = set(_CONFIGS[(_arch(qkv.device), _precision(qkv.dtype), args["HEAD_DIM"])])
+    return [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted]
+
+
+_concat_attention_autotuned = triton.autotune(
+    configs=[triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=st)
+             for (bm, bn, w, st) in sorted({c for cs in _CONFIGS.values() for c in cs})],
+    # Powers of two of L, Lq and B*H (+ head dim; Triton appends the tensors' dtypes): a bounded
+    # number of tuning runs however the lengths vary.
+    key=["seq_bucket", "query_bucket", "batch_heads_bucket", "HEAD_DIM"],
+    prune_configs_by={"early_config_prune": _prune_configs},
+)(_concat_attention_kernel)
+
+
+# --------------------------------------------------------------------------------------------
+# Torch reference and helpers
+# --------------------------------------------------------------------------------------------
+def split_packed_qkv(qkv: torch.Tensor, num_heads: int):
+    """Split packed (B, L, 3*H*d) into q, k, v of shape (B, H, L, d) (views, no copy)."""
+    batch, length, width = qkv.shape
+    head_dim = width // (3 * num_heads)
+    parts = qkv.view(batch, length, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
+    return parts[0], parts[1], parts[2]
+
+
+def concat_attention_torch(qkv: torch.Tensor, shared_qkv: Optional[torch.Tensor] = None, *, num_heads: int,
+                           shared_first: bool = True, query_rows: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """Reference: materialise the concatenated sequence (expand + cat), split heads, SDPA, merge heads."""
+    batch = qkv.shape[0]
+    if shared_qkv is not None and shared_qkv.shape[0] > 0:
+        shared = shared_qkv.unsqueeze(0).expand(batch, -1, -1)
+        seq = torch.cat([shared, qkv] if shared_first else [qkv, shared], dim=1)
+    else:
+        seq = qkv
+    start, stop = (0, seq.shape[1]) if query_rows is None else query_rows
+    q, k, v = split_packed_qkv(seq, num_heads)
+    out = F.scaled_dot_product_attention(q[:, :, start:stop], k, v)
+    return out.transpose(1, 2).reshape(batch, stop - start, qkv.shape[2] // 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation and launch
+# --------------------------------------------------------------------------------------------
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _check_inputs(qkv, shared_qkv, num_heads, shared_first, query_rows, backend):
+    """Validate shapes/dtypes/devices (never device data); return (backend, start, stop)."""
+    if not isinstance(qkv, torch.Tensor):
+        raise TypeError(f"qkv must be a torch.Tensor, got {type(qkv).__name__}")
+    if qkv.dim() != 3:
+        raise ValueError(f"qkv must have shape (B, Lp, 3*H*d), got shape {tuple(qkv.shape)}")
+    if qkv.dtype not in _DTYPES:
+        raise TypeError(f"qkv dtype must be float32, float16 or bfloat16, got {qkv.dtype}")
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int):
+        raise TypeError(f"num_heads must be an int, got {type(num_heads).__name__}")
+    if num_heads < 1:
+        raise ValueError(f"num_heads must be >= 1, got {num_heads}")
+    if not isinstance(shared_first, bool):
+        raise TypeError(f"shared_first must be a bool, got {type(shared_first).__name__}")
+    batch, per_sample_len, width = qkv.shape
+    if width == 0 or width % (3 * num_heads) != 0:
+        raise ValueError(f"qkv last dim must be a positive multiple of 3*num_heads = {3 * num_heads}, "
+                         f"got shape {tuple(qkv.shape)}")
+    if per_sample_len < 1:
+        raise ValueError(f"qkv must have at least one per-sample row (Lp >= 1), got shape {tuple(qkv.shape)}")
+    shared_len = 0
+    if shared_qkv is not None:
+        if not isinstance(shared_qkv, torch.Tensor):
+            raise TypeError(f"shared_qkv must be a torch.Tensor or None, got {type(shared_qkv).__name__}")
+        if shared_qkv.dim() != 2 or shared_qkv.shape[1] != width:
+            raise ValueError(f"shared_qkv must have shape (Ls, {width}) to match qkv {tuple(qkv.shape)}, "
+                             f"got shape {tuple(shared_qkv.shape)}")
+        if shared_qkv.dtype != qkv.dtype:
+            raise TypeError(f"shared_qkv dtype must equal qkv dtype {qkv.dtype}, got {shared_qkv.dtype}")
+        if shared_qkv.device != qkv.device:
+            raise ValueError(f"shared_qkv must be on qkv's device {qkv.device}, got {shared_qkv.device}")
+        shared_len = shared_qkv.shape[0]
+    seq_len = shared_len + per_sample_len
+    if query_rows is None:
+        start, stop = 0, seq_len
+    else:
+        if (not isinstance(query_rows, (tuple, list)) or len(query_rows) != 2
+                or any(isinstance(r, bool) or not isinstance(r, int) for r in query_rows)):
+            raise TypeError(f"query_rows must be None or a pair of ints (start, stop), got {query_rows!r}")
+        start, stop = query_rows
+        if not 0 <= start < stop <= seq_len:
+            raise ValueError(f"query_rows must satisfy 0 <= start < stop <= L = {seq_len}, got {tuple(query_rows)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        backend = "triton" if qkv.device.type == "cuda" else "torch"
+    if backend == "triton":
+        # Unit channel stride, as in other flash-attention kernels: per-row pointers + contiguous
+        # head columns keep the pointer tensors small and the loads vectorised.
+        if qkv.stride(2) != 1:
+            raise ValueError(f"backend='triton' needs qkv's last dim to have stride 1, got strides {qkv.stride()}")
+        if shared_qkv is not None and shared_len > 0 and shared_qkv.stride(1) != 1:
+            raise ValueError(f"backend='triton' needs shared_qkv's last dim to have stride 1, "
+                             f"got strides {shared_qkv.stride()}")
+        head_dim = width // (3 * num_heads)
+        if head_dim not in TRITON_HEAD_DIMS:
+            raise ValueError(f"the triton backend supports head dims {TRITON_HEAD_DIMS}; qkv shape "
+                             f"{tuple(qkv.shape)} with num_heads={num_heads} gives head dim {head_dim}")
+        if qkv.device.type != "cuda":
+            if not _interpreting():
+                raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), "
+                                 f"got qkv on {qkv.device}")
+            if qkv.dtype == torch.bfloat16:
+                raise TypeError("bfloat16 is not supported by the Triton interpreter (TRITON_INTERPRET=1); "
+                                "use float32/float16 or a CUDA device")
+    return backend, start, stop
+
+
+def _check_row_alignment(name: str, t: torch.Tensor, dims) -> None:
+    """The kernel promises the compiler 16-byte aligned rows: check base address and row strides.
+
+    Runs on real tensors only (in the op, not at trace time: fake tensors have no address).
+    """
+    misaligned = t.data_ptr() % 16 != 0 or any(t.shape[i] > 1 and (t.stride(i) * t.element_size()) % 16 != 0
+                                               for i in dims)
+    if misaligned:
+        raise ValueError(f"backend='triton' needs {name} rows 16-byte aligned (base address and row strides "
+                         f"multiples of 16 bytes); got data_ptr % 16 = {t.data_ptr() % 16}, strides {t.stride()}, "
+                         f"dtype {t.dtype}; use an aligned view or backend='torch'")
+
+
+def _launch(qkv, shared_qkv, num_heads, shared_first, start, stop, config=None):
+    """Allocate the output and launch the kernel; `config` = (BLOCK_M, BLOCK_N, warps, stages) skips autotuning."""
+    batch, per_sample_len, width = qkv.shape
+    head_dim = width // (3 * num_heads)
+    query_len = stop - start
+    out = torch.empty((batch, query_len, num_heads * head_dim), dtype=qkv.dtype, device=qkv.device)
+    if batch == 0:
+        return out
+    _check_row_alignment("qkv", qkv, (0, 1))
+    if shared_qkv is not None and shared_qkv.shape[0] > 0:
+        _check_row_alignment("shared_qkv", shared_qkv, (0,))
+    if shared_qkv is None or shared_qkv.shape[0] == 0:
+        # Dummy pointer for an empty shared segment: no row ever selects it (shared_len = 0).
+        shared_qkv, shared_len, stride_shared_l = qkv, 0, 0
+    else:
+        shared_len, stride_shared_l = shared_qkv.shape[0], shared_qkv.stride(0)
+    seq_len = shared_len + per_sample_len
+    args = (qkv, shared_qkv, out, qkv.stride(0), qkv.stride(1), stride_shared_l, out.stride(0), out.stride(1),
+            per_sample_len, shared_len, start, query_len, _LOG2E / math.sqrt(head_dim),
+            _next_pow2(seq_len), _next_pow2(query_len), _next_pow2(batch * num_heads))
+    fp32 = qkv.dtype == torch.float32
+    constexprs = dict(NUM_HEADS=num_heads, HEAD_DIM=head_dim, SHARED_FIRST=shared_first,
+                      DOT_PRECISION="ieee" if fp32 else "tf32", QK_CHUNK=_FP32_QK_CHUNK if fp32 else head_dim)
+    if config is None and _interpreting():
+        config = (min(_INTERPRETER_MAX_TILE, max(16, _next_pow2(query_len))),
+                  min(_INTERPRETER_MAX_TILE, max(16, _next_pow2(seq_len))), 4, 1)
+    if config is None:
+        grid = lambda meta: (triton.cdiv(query_len, meta["BLOCK_M"]) * batch * num_heads,)  # noqa: E731
+        _concat_attention_autotuned[grid](*args, **constexprs)
+    else:
+        block_m, block_n, warps, stages = config
+        grid = (triton.cdiv(query_len, block_m) * batch * num_heads,)
+        _concat_attention_kernel[grid](*args, **constexprs, BLOCK_M=block_m, BLOCK_N=block_n,
+                                       num_warps=warps, num_stages=stages)
+    return out
+
+
+@torch.library.custom_op("titok::concat_attention", mutates_args=())
+def _concat_attention_op(qkv: torch.Tensor, shared_qkv: Optional[torch.Tensor], num_heads: int,
+                         shared_first: bool, query_start: int, query_stop: int, backend: str) -> torch.Tensor:
+    backend, start, stop = _check_inputs(qkv, shared_qkv, num_heads, shared_first,
+                                         (query_start, query_stop), backend)
+    if backend == "torch":
+        return concat_attention_torch(qkv, shared_qkv, num_heads=num_heads, shared_first=shared_first,
+                                      query_rows=(start, stop)).contiguous()
+    return _launch(qkv, shared_qkv, num_heads, shared_first, start, stop)
+
+
+@_concat_attention_op.register_fake
+def _(qkv, shared_qkv, num_heads, shared_first, query_start, query_stop, backend):
+    return qkv.new_empty((qkv.shape[0], query_stop - query_start, qkv.shape[2] // 3))
+
+
+def concat_attention(qkv: torch.Tensor, shared_qkv: Optional[torch.Tensor] = None, *, num_heads: int,
+                     shared_first: bool = True, query_rows: Optional[tuple[int, int]] = None,
+                     backend: str = "auto") -> torch.Tensor:
+    """Attention over cat([shared_qkv, qkv]) (or cat([qkv, shared_qkv])) without materialising the cat.
+
+    qkv: (B, Lp, 3*H*d) packed per-sample projection output (any strides); shared_qkv: (Ls, 3*H*d) or
+    None, read with batch stride 0; query_rows: (start, stop) logical rows to compute (default all).
+    Returns (B, stop - start, H*d) in qkv's dtype. backend: "auto" (triton on CUDA, torch otherwise),
+    "triton", "torch". Registered as torch.ops.titok.concat_attention. On CUDA the first call per
+    (power-of-two L, Lq and B*H bucket, head dim, dtype) autotunes: make it before a CUDA-graph capture.
+    """
+    backend, start, stop = _check_inputs(qkv, shared_qkv, num_heads, shared_first, query_rows, backend)
+    return _concat_attention_op(qkv, shared_qkv, num_heads, shared_first, start, stop, backend)
