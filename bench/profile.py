@@ -204,15 +204,19 @@ def stage_breakdown(pipe, batch: int, iters: int) -> list[dict]:
     return rows
 
 
-def telemetry_during(fn):
-    """(result, NVML samples or None): NVML readings taken while `fn` runs, when available."""
-    try:
-        from bench.common import NvmlSampler
-    except ImportError:
+def telemetry_during(fn, device: torch.device):
+    """(result, NVML summary or None): clocks, power, temperature, memory sampled while `fn` runs."""
+    from bench.common import NvmlMonitor
+
+    monitor = NvmlMonitor(device)
+    if not monitor.available:
         return fn(), None
-    with NvmlSampler() as sampler:
+    monitor.start()
+    try:
         result = fn()
-    return result, sampler.summary()
+    finally:
+        monitor.stop()
+    return result, {"static": monitor.static_info(), "during_run": monitor.summary()}
 
 
 def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype | None,
@@ -225,7 +229,7 @@ def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: 
     with torch.no_grad():
         stages = stage_breakdown(pipe, batch, iters)
         e2e, telemetry = telemetry_during(lambda: time_fn(lambda: pipe.generate(cls, seed=0), device=device,
-                                                          warmup=1, iters=iters))
+                                                          warmup=1, iters=iters), device)
         top, roofline = profile_generation(pipe, batch, trace_path=trace_path)
     flops = generation_flops(pipe.tokenizer.cfg, pipe.generator.cfg, pipe.sampler)
     return {
