@@ -95,3 +95,16 @@ def test_fast_cuda_graph_replay_is_deterministic():
     cls = torch.tensor([1, 2, 3], device="cuda")
     a, b = fast.generate(cls, seed=4), fast.generate(cls, seed=4)
     assert torch.equal(a, b) and not torch.equal(a, fast.generate(cls, seed=9))
+
+
+def test_parity_report_on_cpu():
+    from bench.parity import compare
+
+    tok, _ = golden_tokenizer("tiny_legacy")
+    gen, sampler, _ = golden_generator("tiny_vit")
+    gen.sampler = sampler
+    result = compare(tok, gen, batch=3)
+    assert result["fp32_given_noise"]["tokens_identical"]
+    assert result["fp32_given_noise"]["image_max_abs_diff_same_tokens"] <= 1e-4
+    greedy = result["fast_default_dtype_vs_reference_fp32_temperature0"]
+    assert greedy["fast_dtype"] == "float32" and greedy["token_agreement"] == 1.0  # fp32 on CPU
