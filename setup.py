@@ -20,8 +20,8 @@ setup(
         "triton; platform_system == 'Linux'",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy"],
-        "bench": ["matplotlib", "nvidia-ml-py", "jsonschema"],
+        "test": ["pytest", "hypothesis", "pytest-benchmark", "scipy", "huggingface_hub"],
+        "bench": ["matplotlib", "nvidia-ml-py", "jsonschema", "diffusers"],
     },
     entry_points={"console_scripts": ["titok=titok.cli:main"]},
 )
