@@ -11,7 +11,7 @@
     * the shared-prefix precompute + `kernels.concat_attention` in the ViT decoder
       and encoder, last-layer row pruning (titok/fast.py); `kernels.nearest_code`;
     * on CUDA: bf16 weights and activations by default (the quantizer and the
-      sampling arithmetic stay fp32), `channels_last` for the MaskGIT-VQGAN decoder,
+      sampling arithmetic stay fp32), `channels_last` for (a copy of) the MaskGIT-VQGAN decoder,
       and the whole sampling loop + decode captured once per batch size in a CUDA
       graph and replayed.
   On CPU every op runs its torch backend.
@@ -76,8 +76,10 @@ class Pipeline:
         if mode == "fast":
             self._decoder_cache = decoder_prefix_cache(self.tokenizer.decoder)
             self._encoder_cache = encoder_latent_cache(self.tokenizer)
-            if on_cuda and self.tokenizer.cfg.two_stage:
-                self.tokenizer.pixel_decoder.to(memory_format=torch.channels_last)
+        self._pixel_decoder = getattr(self.tokenizer, "pixel_decoder", None)
+        if mode == "fast" and on_cuda and self._pixel_decoder is not None:
+            # Own channels_last copy (cuDNN's preferred layout); the caller's module is left as it was.
+            self._pixel_decoder = copy.deepcopy(self._pixel_decoder).to(memory_format=torch.channels_last)
 
     def _cast(self, module):
         if next(module.parameters()).dtype == self.dtype:
@@ -177,7 +179,7 @@ class Pipeline:
                 latents = tok.proxy_latents(proxy)
                 if self.mode == "fast" and self.device.type == "cuda":
                     latents = latents.contiguous(memory_format=torch.channels_last)
-                return tok.pixel_decoder(latents)
+                return self._pixel_decoder(latents)
 
             stages["pixel_decoder"] = pixel_decoder
         return stages
@@ -233,7 +235,7 @@ class Pipeline:
         latents = tok.proxy_latents(out)
         if self.device.type == "cuda":
             latents = latents.contiguous(memory_format=torch.channels_last)
-        return tok.pixel_decoder(latents)
+        return self._pixel_decoder(latents)
 
     def _graph_replay(self, cls: torch.Tensor, seed: int, *, decode: bool) -> torch.Tensor:
         """Capture sampling (+ decode) once per batch size in a CUDA graph; replay with new inputs."""
