@@ -111,6 +111,46 @@ def _compile(module, kernel, signature, constexprs, capability, num_warps, num_s
     )
 
 
-if __name__ == "__main__":  # subprocess entry used under TRITON_INTERPRET=1
-    report = _compile(**json.loads(sys.stdin.read()))
-    print(json.dumps(dataclasses.asdict(report)))
+def compile_reports(jobs: list[dict]) -> dict[str, dict]:
+    """Compile many kernel variants, one subprocess per capability running side by side.
+
+    Each job: name, module, kernel, signature, constexprs, capability, num_warps, and optionally
+    num_stages and options. Returns {name: CompileReport fields}. The subprocesses run without
+    the interpreter, whatever the caller's TRITON_INTERPRET.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    procs = []
+    for capability in sorted({job["capability"] for job in jobs}):
+        batch = [job for job in jobs if job["capability"] == capability]
+        procs.append(subprocess.Popen([sys.executable, "-m", "kernels.aot", "--batch"], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root))
+        procs[-1].stdin.write(json.dumps(batch))
+        procs[-1].stdin.close()
+    reports = {}
+    for proc in procs:
+        out, err = proc.stdout.read(), proc.stderr.read()
+        if proc.wait() != 0:
+            raise RuntimeError(f"ahead-of-time compilation failed:\n{err[-4000:]}")
+        reports.update({r["job"]: r for r in json.loads(out.strip().splitlines()[-1])})
+    return reports
+
+
+def _compile_job(job: dict) -> dict:
+    report = _compile(module=job["module"], kernel=job["kernel"], signature=job["signature"],
+                      constexprs=job.get("constexprs", {}), capability=job["capability"],
+                      num_warps=job.get("num_warps", 4), num_stages=job.get("num_stages", 3),
+                      options=job.get("options", {}))
+    return {"job": job["name"], **dataclasses.asdict(report)}
+
+
+if __name__ == "__main__":  # subprocess entry: one request, or a batch of jobs (--batch)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    request = json.loads(sys.stdin.read())
+    if sys.argv[1:] == ["--batch"]:
+        print(json.dumps([_compile_job(job) for job in request]))
+    else:
+        print(json.dumps(dataclasses.asdict(_compile(**request))))

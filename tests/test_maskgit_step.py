@@ -8,16 +8,13 @@ the CPU parity tests draw noise on which the two Gumbel transforms agree bit for
 (`_agreeing_uniforms`); everything else (guidance/temperature arithmetic order, argmax ties,
 the cut-off, re-masking) must then match exactly.
 """
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from kernels.aot import SHARED_MEMORY_LIMIT
+from kernels.aot import SHARED_MEMORY_LIMIT, compile_reports
 from kernels.maskgit_step import (_gumbel, _maskgit_step_triton, kernel_config, maskgit_step, maskgit_step_torch,
                                   torch_noise_seed)
 from tests.shapes import MASKGIT_STEP_B, MASKGIT_STEP_K, MASKGIT_STEP_V
@@ -551,19 +548,6 @@ def test_custom_op_opcheck():
 
 # ---- ahead-of-time compilation: the kept configurations, sm_90 and sm_80 ------------------------------
 
-_AOT_SCRIPT = r"""
-import json, sys, warnings, dataclasses
-warnings.filterwarnings("ignore")
-from kernels.aot import compile_report
-out = []
-for job in json.loads(sys.argv[1]):
-    r = compile_report("kernels.maskgit_step", "_maskgit_step_kernel", job["signature"], job["constexprs"],
-                       capability=job["capability"], num_warps=job["num_warps"],
-                       options={"enable_fp_fusion": False})
-    out.append({"job": job["name"], **dataclasses.asdict(r)})
-print(json.dumps(out))
-"""
-
 _INT_ARGS = ("stride_cb", "stride_ck", "stride_cv", "stride_ub", "stride_uk", "stride_uv", "stride_ib", "stride_ik",
              "stride_sb", "stride_sk", "stride_sv", "stride_qb", "stride_qk", "K", "V", "mask_id",
              "schedule_mask_len", "seed_lo", "seed_hi", "offset")
@@ -604,21 +588,9 @@ def _aot_jobs():
 
 @pytest.fixture(scope="module")
 def aot_reports():
-    """Compiles in two subprocesses without the interpreter (one per capability, side by side)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    procs = []
-    for capability in (90, 80):
-        jobs = [job for job in _aot_jobs() if job["capability"] == capability]
-        procs.append(subprocess.Popen([sys.executable, "-c", _AOT_SCRIPT, json.dumps(jobs)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env=env, cwd=root))
-    reports = {}
-    for proc in procs:
-        out, err = proc.communicate()
-        assert proc.returncode == 0, err[-4000:]
-        reports.update({r["job"]: r for r in json.loads(out.strip().splitlines()[-1])})
-    return reports
+    """The AOT compiles, one subprocess per capability side by side (kernels.aot.compile_reports)."""
+    return compile_reports([dict(job, module="kernels.maskgit_step", kernel="_maskgit_step_kernel",
+                                 options={"enable_fp_fusion": False}) for job in _aot_jobs()])
 
 
 @pytest.mark.parametrize("name", [job["name"] for job in _aot_jobs()])

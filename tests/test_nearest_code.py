@@ -11,16 +11,13 @@ cancel in |z|^2 + |e|^2 - 2 z.e, so the natural unit of fp32 rounding error):
     fp64 argmin (and the torch reference's index);
   * the returned fp32 distance is within 1e-6 * scale of the chosen code's fp64 distance.
 """
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.aot import SHARED_MEMORY_LIMIT
+from kernels.aot import SHARED_MEMORY_LIMIT, compile_reports
 from kernels.nearest_code import (_COMBINE_BLOCK_M, _CONFIGS, _MAX_UNROLLED_D, _PREPARE_BLOCK_ELEMENTS, _PREPARE_WARPS,
                                   _nearest_code_triton, kernel_config, nearest_code, nearest_code_torch, quantize)
 from tests.shapes import NEAREST_CODE_TITOK, NEAREST_CODE_UNALIGNED
@@ -334,20 +331,6 @@ def test_custom_op_opcheck():
 
 # ---- ahead-of-time compilation: every kept configuration, sm_90 and sm_80 --------------------------------
 
-_AOT_SCRIPT = r"""
-import json, sys, warnings
-warnings.filterwarnings("ignore")
-from kernels.aot import compile_report
-import dataclasses
-out = []
-for job in json.loads(sys.argv[1]):
-    r = compile_report("kernels.nearest_code", job["kernel"], job["signature"], job["constexprs"],
-                       capability=job["capability"], num_warps=job["num_warps"], num_stages=job["num_stages"])
-    out.append({"job": job["name"], **dataclasses.asdict(r)})
-print(json.dumps(out))
-"""
-
-
 def _aot_jobs():
     ints = lambda *names: {n: "i32" for n in names}  # noqa: E731
     jobs = []
@@ -384,22 +367,8 @@ def _aot_jobs():
 
 @pytest.fixture(scope="module")
 def aot_reports():
-    """The AOT compiles in two subprocesses without the interpreter (one per capability, run side by
-    side): two start-ups instead of one per compile."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    procs = []
-    for capability in (90, 80):
-        jobs = [job for job in _aot_jobs() if job["capability"] == capability]
-        procs.append(subprocess.Popen([sys.executable, "-c", _AOT_SCRIPT, json.dumps(jobs)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True, env=env, cwd=root))
-    reports = {}
-    for proc in procs:
-        out, err = proc.communicate()
-        assert proc.returncode == 0, err[-4000:]
-        reports.update({r["job"]: r for r in json.loads(out.strip().splitlines()[-1])})
-    return reports
+    """The AOT compiles, one subprocess per capability side by side (kernels.aot.compile_reports)."""
+    return compile_reports([dict(job, module="kernels.nearest_code") for job in _aot_jobs()])
 
 
 @pytest.mark.parametrize("name", [job["name"] for job in _aot_jobs()])
