@@ -23,7 +23,7 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from bench.common import device_slug, environment, write_json  # noqa: E402
+from titok_bench.common import device_slug, environment, write_json  # noqa: E402
 
 OPS = ("nearest_code", "maskgit_step", "concat_attention")
 SCHEMA = "titok-kernels/kernels/v1"
@@ -32,7 +32,7 @@ SCHEMA = "titok-kernels/kernels/v1"
 def run_ops(ops, device: torch.device, quick: bool) -> list[dict]:
     rows = []
     for op in ops:
-        module = importlib.import_module(f"bench.ops.{op}")
+        module = importlib.import_module(f"titok_bench.ops.{op}")
         rows += module.run(device, quick=quick)
     return rows
 

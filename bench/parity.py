@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from bench.common import environment, write_json  # noqa: E402
+from titok_bench.common import environment, write_json  # noqa: E402
 
 SCHEMA = "titok-kernels/parity/v1"
 

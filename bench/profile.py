@@ -34,7 +34,7 @@ if __package__ in (None, ""):
 
 import torch  # noqa: E402
 
-from bench.common import device_peaks, device_slug, environment, time_fn, write_json  # noqa: E402
+from titok_bench.common import device_peaks, device_slug, environment, time_fn, write_json  # noqa: E402
 
 SCHEMA = "titok-kernels/profile/v1"
 PROJECT_OPS = ("titok::nearest_code", "titok::maskgit_step", "titok::concat_attention")
@@ -76,7 +76,7 @@ def _project_kernel_names() -> set[str]:
 
     names = set()
     for op in ("nearest_code", "maskgit_step", "concat_attention"):
-        module = importlib.import_module(f"kernels.{op}")
+        module = importlib.import_module(f"titok_kernels.{op}")
         names |= {n for n in dir(module) if n.startswith("_") and n.endswith("_kernel")}
     return names
 
@@ -91,7 +91,7 @@ def autotune_choices() -> dict:
     except ImportError:
         return out
     for op in ("nearest_code", "maskgit_step", "concat_attention"):
-        module = importlib.import_module(f"kernels.{op}")
+        module = importlib.import_module(f"titok_kernels.{op}")
         for name in dir(module):
             obj = getattr(module, name)
             if isinstance(obj, Autotuner) and obj.cache:
@@ -206,7 +206,7 @@ def stage_breakdown(pipe, batch: int, iters: int) -> list[dict]:
 
 def telemetry_during(fn, device: torch.device):
     """(result, NVML summary or None): clocks, power, temperature, memory sampled while `fn` runs."""
-    from bench.common import NvmlMonitor
+    from titok_bench.common import NvmlMonitor
 
     monitor = NvmlMonitor(device)
     if not monitor.available:

@@ -78,7 +78,7 @@ if __package__ in (None, ""):  # run as a script: `python bench/sampling.py`
 
 import torch  # noqa: E402
 
-from bench.common import (NvmlMonitor, device_peaks, environment, free_device_memory, is_out_of_memory,  # noqa: E402
+from titok_bench.common import (NvmlMonitor, device_peaks, environment, free_device_memory, is_out_of_memory,  # noqa: E402
                           peak_memory_bytes, peak_memory_reset, summarize_ms, time_chain, time_fn, validate_json,
                           write_json)
 
@@ -223,7 +223,7 @@ def _tiny_titok_build(device, checkpoint_dir=None):
 
 def _maskgit_build(cfg_fn):
     def build(device, checkpoint_dir=None):
-        from bench.baselines.maskgit import build_maskgit
+        from titok_bench.baselines.maskgit import build_maskgit
 
         cfg = cfg_fn()
         return (cfg, *build_maskgit(cfg, device))
@@ -231,7 +231,7 @@ def _maskgit_build(cfg_fn):
 
 
 def _maskgit_runner(models, mode, dtype, steps=None, cuda_graph=True):
-    from bench.baselines.maskgit import MaskGITRunner
+    from titok_bench.baselines.maskgit import MaskGITRunner
 
     cfg, gen, quant, dec = models
     return MaskGITRunner(gen, quant, dec, cfg, mode=mode, dtype=dtype, steps=steps, cuda_graph=cuda_graph)
@@ -239,7 +239,7 @@ def _maskgit_runner(models, mode, dtype, steps=None, cuda_graph=True):
 
 def _dit_build(cfg_fn):
     def build(device, checkpoint_dir=None):
-        from bench.baselines.dit import build_dit
+        from titok_bench.baselines.dit import build_dit
 
         cfg = cfg_fn()
         return (cfg, *build_dit(cfg, device))
@@ -247,7 +247,7 @@ def _dit_build(cfg_fn):
 
 
 def _dit_runner(models, mode, dtype, steps=None, cuda_graph=True):
-    from bench.baselines.dit import DiTRunner
+    from titok_bench.baselines.dit import DiTRunner
 
     cfg, transformer, vae = models
     return DiTRunner(transformer, vae, cfg, mode=mode, dtype=dtype or torch.float32, run_steps=steps)
@@ -266,8 +266,8 @@ def _dit_steps(models) -> int:
 
 
 def _specs() -> dict[str, ModelSpec]:
-    from bench.baselines.dit import TINY_DIT, dit_xl_2
-    from bench.baselines.maskgit import TINY_MASKGIT, maskgit_config
+    from titok_bench.baselines.dit import TINY_DIT, dit_xl_2
+    from titok_bench.baselines.maskgit import TINY_MASKGIT, maskgit_config
 
     def titok(key, label, res, build=None, **kw):
         return ModelSpec(key, label, "titok", res, build or _titok_build(key), _titok_runner, full_steps=_titok_steps,

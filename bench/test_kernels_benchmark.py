@@ -16,7 +16,7 @@ def _sync():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_nearest_code(benchmark, backend):
-    from kernels.nearest_code import nearest_code
+    from titok_kernels.nearest_code import nearest_code
 
     m = 32768 if DEVICE.type == "cuda" else 2048
     z, codebook = torch.randn(m, 12, device=DEVICE), torch.randn(4096, 12, device=DEVICE)
@@ -25,7 +25,7 @@ def test_nearest_code(benchmark, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_maskgit_step(benchmark, backend):
-    from kernels.maskgit_step import maskgit_step
+    from titok_kernels.maskgit_step import maskgit_step
 
     b = 256 if DEVICE.type == "cuda" else 8
     cond, uncond = torch.randn(b, 32, 4096, device=DEVICE), torch.randn(b, 32, 4096, device=DEVICE)
@@ -36,7 +36,7 @@ def test_maskgit_step(benchmark, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_concat_attention(benchmark, backend):
-    from kernels.concat_attention import concat_attention
+    from titok_kernels.concat_attention import concat_attention
 
     b, dtype = (64, torch.bfloat16) if DEVICE.type == "cuda" else (2, torch.float32)
     qkv = torch.randn(b, 32, 3 * 1024, device=DEVICE, dtype=dtype)

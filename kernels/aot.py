@@ -4,7 +4,7 @@ Why: the interpreter (TRITON_INTERPRET=1) runs kernels as numpy code and cannot
 see register pressure, spills or shared-memory use. Compiling to a cubin for
 sm_90 / sm_80 on the CPU catches those, so every kernel is checked in CI.
 
-`compile_report("kernels.nearest_code", "_nearest_code_kernel", signature,
+`compile_report("titok_kernels.nearest_code", "_nearest_code_kernel", signature,
 constexprs, capability=90)` returns the registers per thread, the stack bytes
 (non-zero means spills), the shared memory the kernel uses, and the chip's
 limit. Resource figures come from the `cuobjdump` shipped inside the triton
@@ -72,7 +72,7 @@ def compile_report(module: str, kernel: str, signature: dict, constexprs: dict |
                    num_warps=num_warps, num_stages=num_stages, options=dict(options or {}))
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        proc = subprocess.run([sys.executable, "-m", "kernels.aot"], input=json.dumps(request),
+        proc = subprocess.run([sys.executable, "-m", "titok_kernels.aot"], input=json.dumps(request),
                               capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             raise RuntimeError(f"compiling {module}.{kernel} for sm_{capability} failed:\n{proc.stderr[-4000:]}")
@@ -124,7 +124,7 @@ def compile_reports(jobs: list[dict]) -> dict[str, dict]:
     procs = []
     for capability in sorted({job["capability"] for job in jobs}):
         batch = [job for job in jobs if job["capability"] == capability]
-        procs.append(subprocess.Popen([sys.executable, "-m", "kernels.aot", "--batch"], stdin=subprocess.PIPE,
+        procs.append(subprocess.Popen([sys.executable, "-m", "titok_kernels.aot", "--batch"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root))
         procs[-1].stdin.write(json.dumps(batch))
         procs[-1].stdin.close()

@@ -610,7 +610,7 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
         return "triton" if device.type == "cuda" else "torch"
     if backend == "triton" and device.type != "cuda" and not _interpreting():
         raise ValueError(f"backend='triton' needs CUDA tensors (got {device}) or TRITON_INTERPRET=1 "
-                         f"set before kernels.maskgit_step is imported")
+                         f"set before titok_kernels.maskgit_step is imported")
     return backend
 
 

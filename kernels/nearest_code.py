@@ -264,7 +264,7 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
         return "triton" if device.type == "cuda" else "torch"
     if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
         raise ValueError(f"backend='triton' needs CUDA tensors (got {device}) or TRITON_INTERPRET=1 "
-                         f"set before kernels.nearest_code is imported")
+                         f"set before titok_kernels.nearest_code is imported")
     return backend
 
 

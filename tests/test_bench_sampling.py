@@ -10,8 +10,8 @@ import os
 import pytest
 import torch
 
-from bench import sampling
-from bench.common import ENVIRONMENT_SCHEMA, is_out_of_memory
+from titok_bench import sampling
+from titok_bench.common import ENVIRONMENT_SCHEMA, is_out_of_memory
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -94,8 +94,8 @@ def _counted_flops(fn) -> int:
 
 def test_baseline_flop_formulas_match_torch_counter():
     """The documented DiT / VAE / MaskGIT counts equal torch's FLOP counter on small configs of the same modules."""
-    from bench.baselines.dit import TINY_DIT, DiTConfig, build_dit, transformer_forward_flops, vae_decoder_flops
-    from bench.baselines.maskgit import TINY_MASKGIT, build_maskgit, maskgit_flops
+    from titok_bench.baselines.dit import TINY_DIT, DiTConfig, build_dit, transformer_forward_flops, vae_decoder_flops
+    from titok_bench.baselines.maskgit import TINY_MASKGIT, build_maskgit, maskgit_flops
     from titok.flops import generator_forward_flops
 
     other = DiTConfig(image_size=32, num_layers=3, num_heads=2, head_dim=16, num_classes=10, vae_channels=(32, 64),
@@ -115,7 +115,7 @@ def test_baseline_flop_formulas_match_torch_counter():
 
 
 def test_dit_xl2_flops_match_the_dit_paper():
-    from bench.baselines.dit import dit_flops, dit_xl_2, transformer_forward_flops
+    from titok_bench.baselines.dit import dit_flops, dit_xl_2, transformer_forward_flops
 
     # The DiT paper gives 118.6 "Gflops" (multiply-adds) per DiT-XL/2 forward at 256px, 524.6 at 512px.
     assert abs(transformer_forward_flops(dit_xl_2(256)) / 2 / 1e9 - 118.6) / 118.6 < 0.005
@@ -365,7 +365,7 @@ try:
         runpy.run_path("bench/sampling.py", run_name="__main__")
 except SystemExit as exc:
     assert exc.code == 0, exc.code
-import kernels, profile
+import titok_kernels, profile
 print(kernels.__file__)
 print(hasattr(profile, "run"))
 print(" ".join(out.getvalue().split()))

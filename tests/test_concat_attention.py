@@ -25,9 +25,9 @@ import pytest
 import torch
 from shapes import CONCAT_ATTENTION
 
-from kernels.concat_attention import concat_attention, concat_attention_torch, split_packed_qkv
+from titok_kernels.concat_attention import concat_attention, concat_attention_torch, split_packed_qkv
 
-CA = importlib.import_module("kernels.concat_attention")
+CA = importlib.import_module("titok_kernels.concat_attention")
 HAS_CUDA = torch.cuda.is_available()
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
@@ -333,7 +333,7 @@ def test_torch_compile_fullgraph_block(backend):
 
 
 def test_benchmark_quick_rows():
-    from bench.ops.concat_attention import run
+    from titok_bench.ops.concat_attention import run
 
     rows = run("cpu", quick=True)
     providers = {r["provider"] for r in rows}
@@ -349,8 +349,8 @@ def test_benchmark_quick_rows():
 # ------------------------------------------------------------------------------------------
 _AOT_SCRIPT = r"""
 import dataclasses, json, sys
-from kernels.aot import compile_report
-from kernels.concat_attention import _CONFIGS, _FP32_QK_CHUNK
+from titok_kernels.aot import compile_report
+from titok_kernels.concat_attention import _CONFIGS, _FP32_QK_CHUNK
 cap = int(sys.argv[1])
 arch = "sm%d" % cap
 signature = {"qkv_ptr": None, "shared_ptr": None, "out_ptr": None}
@@ -372,7 +372,7 @@ for (config_arch, precision, head_dim), configs in _CONFIGS.items():
                               DOT_PRECISION="ieee" if dtype == "fp32" else "tf32",
                               QK_CHUNK=_FP32_QK_CHUNK if dtype == "fp32" else head_dim,
                               BLOCK_M=block_m, BLOCK_N=block_n)
-            report = compile_report("kernels.concat_attention", "_concat_attention_kernel", sig, constexprs,
+            report = compile_report("titok_kernels.concat_attention", "_concat_attention_kernel", sig, constexprs,
                                     capability=cap, num_warps=warps, num_stages=stages)
             row = dict(dataclasses.asdict(report), dtype=dtype, head_dim=head_dim, block_m=block_m, block_n=block_n)
             print("AOT " + json.dumps(row), flush=True)

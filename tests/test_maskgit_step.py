@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from kernels.aot import SHARED_MEMORY_LIMIT, compile_reports
-from kernels.maskgit_step import (_gumbel, _maskgit_step_triton, kernel_config, maskgit_step, maskgit_step_torch,
+from titok_kernels.aot import SHARED_MEMORY_LIMIT, compile_reports
+from titok_kernels.maskgit_step import (_gumbel, _maskgit_step_triton, kernel_config, maskgit_step, maskgit_step_torch,
                                   torch_noise_seed)
 from tests.shapes import MASKGIT_STEP_B, MASKGIT_STEP_K, MASKGIT_STEP_V
 
@@ -588,8 +588,8 @@ def _aot_jobs():
 
 @pytest.fixture(scope="module")
 def aot_reports():
-    """The AOT compiles, one subprocess per capability side by side (kernels.aot.compile_reports)."""
-    return compile_reports([dict(job, module="kernels.maskgit_step", kernel="_maskgit_step_kernel",
+    """The AOT compiles, one subprocess per capability side by side (titok_kernels.aot.compile_reports)."""
+    return compile_reports([dict(job, module="titok_kernels.maskgit_step", kernel="_maskgit_step_kernel",
                                  options={"enable_fp_fusion": False}) for job in _aot_jobs()])
 
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kernels.aot import SHARED_MEMORY_LIMIT, compile_reports
-from kernels.nearest_code import (_COMBINE_BLOCK_M, _CONFIGS, _MAX_UNROLLED_D, _PREPARE_BLOCK_ELEMENTS, _PREPARE_WARPS,
+from titok_kernels.aot import SHARED_MEMORY_LIMIT, compile_reports
+from titok_kernels.nearest_code import (_COMBINE_BLOCK_M, _CONFIGS, _MAX_UNROLLED_D, _PREPARE_BLOCK_ELEMENTS, _PREPARE_WARPS,
                                   _nearest_code_triton, kernel_config, nearest_code, nearest_code_torch, quantize)
 from tests.shapes import NEAREST_CODE_TITOK, NEAREST_CODE_UNALIGNED
 
@@ -367,8 +367,8 @@ def _aot_jobs():
 
 @pytest.fixture(scope="module")
 def aot_reports():
-    """The AOT compiles, one subprocess per capability side by side (kernels.aot.compile_reports)."""
-    return compile_reports([dict(job, module="kernels.nearest_code") for job in _aot_jobs()])
+    """The AOT compiles, one subprocess per capability side by side (titok_kernels.aot.compile_reports)."""
+    return compile_reports([dict(job, module="titok_kernels.nearest_code") for job in _aot_jobs()])
 
 
 @pytest.mark.parametrize("name", [job["name"] for job in _aot_jobs()])

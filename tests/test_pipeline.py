@@ -98,7 +98,7 @@ def test_fast_cuda_graph_replay_is_deterministic():
 
 
 def test_parity_report_on_cpu():
-    from bench.parity import compare
+    from titok_bench.parity import compare
 
     tok, _ = golden_tokenizer("tiny_legacy")
     gen, sampler, _ = golden_generator("tiny_vit")

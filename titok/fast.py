@@ -1,4 +1,4 @@
-"""The fast ViT paths of the tokenizer: shared-prefix precompute + `kernels.concat_attention`.
+"""The fast ViT paths of the tokenizer: shared-prefix precompute + `titok_kernels.concat_attention`.
 
 The decoder's first 1 + g*g rows (cls + mask tokens + positions) and the encoder's
 K latent rows do not depend on the image. In the FIRST layer their ln_pre, ln_1 and
@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from kernels.concat_attention import concat_attention
+from titok_kernels.concat_attention import concat_attention
 
 
 class PrefixCache:

@@ -143,7 +143,7 @@ class PixelQuantizer(nn.Module):
 
     def encode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents (B, 256, h, w) -> code indices (B, h, w), official distance formula (first index on ties)."""
-        from kernels.nearest_code import nearest_code
+        from titok_kernels.nearest_code import nearest_code
 
         b, c, h, w = latents.shape
         flat = latents.permute(0, 2, 3, 1).reshape(-1, c)

@@ -6,10 +6,10 @@
 - `fast`: this project's path:
     * guidance as ONE generator forward over 2B rows (cond and uncond class tokens
       stacked) instead of two calls;
-    * `kernels.maskgit_step` with in-kernel noise from a seed (or given noise for
+    * `titok_kernels.maskgit_step` with in-kernel noise from a seed (or given noise for
       parity), no host synchronisation inside the sampling loop;
-    * the shared-prefix precompute + `kernels.concat_attention` in the ViT decoder
-      and encoder, last-layer row pruning (titok/fast.py); `kernels.nearest_code`;
+    * the shared-prefix precompute + `titok_kernels.concat_attention` in the ViT decoder
+      and encoder, last-layer row pruning (titok/fast.py); `titok_kernels.nearest_code`;
     * on CUDA: bf16 weights and activations by default (the quantizer and the
       sampling arithmetic stay fp32), `channels_last` for (a copy of) the MaskGIT-VQGAN decoder,
       and the whole sampling loop + decode captured once per batch size in a CUDA
@@ -28,7 +28,7 @@ import dataclasses
 
 import torch
 
-from kernels.maskgit_step import maskgit_step
+from titok_kernels.maskgit_step import maskgit_step
 from titok.configs import SamplerConfig
 from titok.errors import TiTokInputError
 from titok.fast import decoder_prefix_cache, encoder_latent_cache, fast_decoder_forward, fast_encoder_forward

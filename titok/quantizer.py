@@ -3,7 +3,7 @@
 The vector quantizer always runs in fp32 (autocast off), as the official one:
 optional l2 normalisation of z and of the codebook, distance |z|^2 + |e|^2 - 2 z.e,
 argmin (first index on ties), and the looked-up entry re-normalised. The lookup is
-`kernels.nearest_code` (torch backend on CPU = the official arithmetic; Triton on CUDA).
+`titok_kernels.nearest_code` (torch backend on CPU = the official arithmetic; Triton on CUDA).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels.nearest_code import nearest_code
+from titok_kernels.nearest_code import nearest_code
 
 
 class VectorQuantizer(nn.Module):

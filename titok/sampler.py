@@ -5,7 +5,7 @@ A sampling run is split in two parts so that the fast path can reuse it:
   re-mask count), computed on the host from the step index alone, with the
   official arithmetic (the power-cosine scale in fp32 torch ops, as the official
   code computes it): nothing in it reads a device value;
-- the step itself: `kernels.maskgit_step`, a pure function of
+- the step itself: `titok_kernels.maskgit_step`, a pure function of
   (logits, ids, noise, schedule values).
 
 Random-number order per step (shared/reference/README.md): one `torch.rand(B)`
@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from kernels.maskgit_step import maskgit_step
+from titok_kernels.maskgit_step import maskgit_step
 from titok.configs import GUIDANCE_DECAYS, SamplerConfig
 from titok.errors import TiTokInputError
 

@@ -15,7 +15,7 @@ tokenizer differs. Here:
 
 Modes, as `titok.pipeline.Pipeline`: "reference" (the reference sampler `titok.sampler.generate`,
 two generator calls per guided step, eager), "compile" (the same under `torch.compile`), "fast"
-(guidance as one generator call over 2B rows, `kernels.maskgit_step` with in-kernel noise, no host
+(guidance as one generator call over 2B rows, `titok_kernels.maskgit_step` with in-kernel noise, no host
 synchronisation in the loop; on CUDA bf16 weights, channels_last decoder and the whole sampling +
 decode captured in a CUDA graph per batch size).
 
@@ -157,7 +157,7 @@ class MaskGITRunner:
         return both[: ids.shape[0]], both[ids.shape[0]:]
 
     def _sample_fast(self, cls: torch.Tensor, seed) -> torch.Tensor:
-        from kernels.maskgit_step import maskgit_step
+        from titok_kernels.maskgit_step import maskgit_step
         from titok.sampler import sampling_schedule
 
         k = self.cfg.generator.image_seq_len
@@ -224,7 +224,7 @@ class MaskGITRunner:
     def stage_functions(self, batch: int) -> dict:
         """Each stage of one generation alone on fixed inputs: the generator forwards and the
         sampling steps of this runner's sampler, and the decode (codebook lookup + VQGAN decoder)."""
-        from kernels.maskgit_step import maskgit_step
+        from titok_kernels.maskgit_step import maskgit_step
         from titok.sampler import sampling_schedule
 
         gcfg = self.cfg.generator

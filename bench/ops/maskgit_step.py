@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.common import device_peaks, time_fn
+from titok_bench.common import device_peaks, time_fn
 
 OP = "maskgit_step"
 B, K, V, QUICK_B = 256, 32, 4096, 8
@@ -46,7 +46,7 @@ def _row(provider: str, shape: dict, dtype: torch.dtype, timing, peaks) -> dict:
 
 def run(device, *, quick: bool = False) -> list[dict]:
     """Time every provider; one result row per provider (and noise source)."""
-    from kernels.maskgit_step import maskgit_step, maskgit_step_torch
+    from titok_kernels.maskgit_step import maskgit_step, maskgit_step_torch
 
     device = torch.device(device)
     on_gpu = device.type == "cuda"

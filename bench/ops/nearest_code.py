@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.common import device_peaks, time_fn
+from titok_bench.common import device_peaks, time_fn
 
 OP = "nearest_code"
 CASES = [  # (M, N, D, l2_normalize, quick M)
@@ -53,7 +53,7 @@ def _row(provider: str, shape: dict, dtype: torch.dtype, timing, peaks) -> dict:
 
 def run(device, *, quick: bool = False) -> list[dict]:
     """Time every provider on every case; one result row per (case, provider)."""
-    from kernels.nearest_code import nearest_code, nearest_code_torch
+    from titok_kernels.nearest_code import nearest_code, nearest_code_torch
 
     device = torch.device(device)
     on_gpu = device.type == "cuda"
