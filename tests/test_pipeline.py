@@ -1,14 +1,35 @@
-"""The three pipeline modes agree: identical tokens with the same noise, images within 1e-4 (fp32, CPU)."""
+"""Pipelines: the reference is pure torch, fast == reference with the same noise, the runtimes' contracts.
+
+The forced-Triton tests run the fast pipeline's real kernels on CPU (TITOK_KERNEL_BACKEND=triton under
+TRITON_INTERPRET=1): the first CPU tests in which a kernel bug can make fast differ from reference.
+"""
 import dataclasses
+import warnings
 
 import pytest
 import torch
 
-from conftest import golden_generator, golden_tokenizer
-from titok.configs import VARIANTS
-from titok.loading import load_generator, load_tokenizer
+from conftest import HAS_CUDA, golden_generator, golden_tokenizer
+from titok.configs import TokenizerConfig, get_variant
+from titok.loading import build_tokenizer, init_random_weights, load_generator, load_tokenizer
 from titok.pipeline import Pipeline, draw_noise
-from titok.sampler import sampling_schedule
+from titok_kernels.backend import launch_counts, reset_launch_counts
+
+
+@pytest.fixture
+def forced_triton(monkeypatch):
+    """The kernels' auto backend forced to Triton (the interpreter on CPU)."""
+    if not HAS_CUDA:
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setenv("TITOK_KERNEL_BACKEND", "triton")
+    reset_launch_counts()
+    yield
+    reset_launch_counts()
+
+
+def _run_all(pipe, cls, noise, images):
+    ids = pipe.generate_tokens(cls, noise=noise)
+    return ids, pipe.decode_tokens(ids), pipe.encode(images)
 
 
 def _parity(tok, gen, sampler, batch, seed=3):
@@ -16,54 +37,170 @@ def _parity(tok, gen, sampler, batch, seed=3):
     fast = Pipeline(tok, gen, mode="fast", sampler=sampler)
     cls = torch.arange(batch) % gen.cfg.num_classes
     noise = draw_noise(batch, gen.cfg.image_seq_len, gen.cfg.codebook_size, sampler.num_steps, seed=seed)
-    ids_ref, ids_fast = ref.generate_tokens(cls, noise=noise), fast.generate_tokens(cls, noise=noise)
-    assert torch.equal(ids_ref, ids_fast)
-    assert (ref.decode_tokens(ids_ref) - fast.decode_tokens(ids_fast)).abs().max() <= 1e-4
     images = torch.rand(2, 3, tok.cfg.image_size, tok.cfg.image_size)
-    assert torch.equal(ref.encode(images), fast.encode(images))
+    ids_ref, img_ref, enc_ref = _run_all(ref, cls, noise, images)
+    ids_fast, img_fast, enc_fast = _run_all(fast, cls, noise, images)
+    assert torch.equal(ids_ref, ids_fast)
+    assert (img_ref - fast.decode_tokens(ids_ref)).abs().max() <= 1e-4
+    assert (img_ref - img_fast).abs().max() <= 1e-4
+    assert torch.equal(enc_ref, enc_fast)
     return ref, fast
 
 
 @pytest.mark.parametrize("name", ["tiny_vit", "tiny_uvit"])
-def test_fast_equals_reference_on_golden_models(name):
+def test_reference_pipeline_launches_no_triton_kernel(forced_triton, name):
     tok, _ = golden_tokenizer("tiny_legacy")
     gen, sampler, _ = golden_generator(name)
-    ref, fast = _parity(tok, gen, sampler, batch=4)
-    # The reference mode with its own RNG still reproduces the official seeded goldens.
+    ref = Pipeline(tok, gen, mode="reference")
     cls = torch.tensor([1, 3])
-    a = fast.generate(cls, seed=5)
-    assert torch.equal(a, fast.generate(cls, seed=5)) and not torch.equal(a, fast.generate(cls, seed=6))
+    noise = draw_noise(2, gen.cfg.image_seq_len, gen.cfg.codebook_size, sampler.num_steps)
+    _run_all(ref, cls, noise, torch.rand(2, 3, 64, 64))
+    ref.generate(cls, seed=0)
+    assert launch_counts() == {}
+
+
+@pytest.mark.parametrize("name", ["tiny_vit", "tiny_uvit"])
+def test_fast_with_forced_triton_equals_reference_on_golden_models(forced_triton, name):
+    tok, _ = golden_tokenizer("tiny_legacy")
+    gen, sampler, _ = golden_generator(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # head dim 16: concat_attention falls back to torch (warned once)
+        _parity(tok, gen, sampler, batch=3)
+    counts = launch_counts()
+    assert counts.get("maskgit_step", 0) == 2 * sampler.num_steps  # one launch per step, two runs
+    assert counts.get("nearest_code", 0) > 0
+
+
+def test_fast_with_forced_triton_runs_attention_kernel():
+    """Head dim 32 (the "mini" ViT size): the prefix-precompute attention runs the Triton kernel too."""
+    import os
+
+    cfg = TokenizerConfig(image_size=64, enc_size="mini", dec_size="mini", num_latent_tokens=8, token_size=12,
+                          codebook_size=64, pixel_hidden_channels=32)
+    tok = init_random_weights(build_tokenizer(cfg), 0).eval()
+    tokens = torch.randint(0, 64, (2, 8))
+    images = torch.rand(2, 3, 64, 64)
+    ref = Pipeline(tok, None, mode="reference")
+    expected_images, expected_ids = ref.decode_tokens(tokens), ref.encode(images)
+    old = os.environ.get("TITOK_KERNEL_BACKEND")
+    os.environ["TITOK_KERNEL_BACKEND"] = "triton"
+    try:
+        reset_launch_counts()
+        fast = Pipeline(tok, None, mode="fast")
+        assert (fast.decode_tokens(tokens) - expected_images).abs().max() <= 1e-4
+        assert torch.equal(fast.encode(images), expected_ids)
+        assert launch_counts().get("concat_attention", 0) >= 2 * 2  # every layer of the decoder and encoder
+    finally:
+        reset_launch_counts()
+        if old is None:
+            del os.environ["TITOK_KERNEL_BACKEND"]
+        else:
+            os.environ["TITOK_KERNEL_BACKEND"] = old
 
 
 def test_fast_equals_reference_single_stage_decoder():
     tok, _ = golden_tokenizer("tiny_single_stage")
-    fast = Pipeline(tok, None, mode="fast")
-    ref = Pipeline(tok, None, mode="reference")
+    fast, ref = Pipeline(tok, None, mode="fast"), Pipeline(tok, None, mode="reference")
     tokens = torch.randint(0, tok.cfg.codebook_size, (3, tok.cfg.num_latent_tokens))
     assert (ref.decode_tokens(tokens) - fast.decode_tokens(tokens)).abs().max() <= 1e-4
+
+
+def test_maskgit_baseline_is_a_pipeline():
+    """The MaskGIT baseline: the same Pipeline over the MaskGIT-VQGAN decoder; fast == reference with noise."""
+    from titok.configs import GeneratorConfig, SamplerConfig
+    from titok.generator import build_generator
+    from titok.maskgit_vqgan import VQGANTokenDecoder
+
+    decoder = init_random_weights(VQGANTokenDecoder(grid=4, num_codes=64, hidden=32), 0).eval()
+    gen_cfg = GeneratorConfig("ViT", 64, 2, 4, 128, image_seq_len=16, codebook_size=64, num_classes=10,
+                              sampler=SamplerConfig(4, 4.5, "linear", randomize_temperature=9.5))
+    gen = init_random_weights(build_generator(gen_cfg), 1).eval()
+    ref, fast = Pipeline(decoder, gen, mode="reference"), Pipeline(decoder, gen, mode="fast")
+    cls = torch.tensor([0, 9])
+    noise = draw_noise(2, 16, 64, 4, seed=1)
+    ids = ref.generate_tokens(cls, noise=noise)
+    assert torch.equal(ids, fast.generate_tokens(cls, noise=noise))
+    assert (ref.decode_tokens(ids) - fast.decode_tokens(ids)).abs().max() <= 1e-4
+    assert ref.generate(cls, seed=0).shape == (2, 3, 64, 64)
+    assert set(fast.stage_functions(2)) == {"generator_forwards", "sampling_steps", "pixel_decoder"}
+
+
+def test_fast_without_seed_draws_from_torch_generator():
+    tok, _ = golden_tokenizer("tiny_legacy")
+    gen, _, _ = golden_generator("tiny_vit")
+    fast = Pipeline(tok, gen, mode="fast")
+    cls = torch.tensor([1, 2, 3])
+    assert not torch.equal(fast.generate_tokens(cls), fast.generate_tokens(cls))
+    torch.manual_seed(11)
+    a = fast.generate_tokens(cls)
+    torch.manual_seed(11)
+    assert torch.equal(a, fast.generate_tokens(cls))
+    assert torch.equal(fast.generate_tokens(cls, seed=5), fast.generate_tokens(cls, seed=5))
+
+
+def test_compile_runtime_compiles_generator_once_across_batch_sizes():
+    """One compile of the generator network whatever the batch size and guidance (dynamo's counters);
+    the decode compiles at most twice (batch 1, then a dynamic batch). Dynamo with the eager backend:
+    the counts are dynamo's, the same with inductor, without inductor's CPU compile time."""
+    from torch._dynamo.utils import counters
+
+    tok, _ = golden_tokenizer("tiny_legacy")
+    gen, sampler, _ = golden_generator("tiny_vit")
+    torch._dynamo.reset()
+    counters.clear()
+    comp = Pipeline(tok, gen, mode="compile", runtime_options={"compile_backend": "eager"})
+    ref = Pipeline(tok, gen, mode="reference")
+    for batch in (1, 2, 5):
+        cls = torch.arange(batch) % 10
+        noise = draw_noise(batch, 8, 64, sampler.num_steps, seed=batch)
+        assert torch.equal(comp.generate_tokens(cls, noise=noise), ref.generate_tokens(cls, noise=noise))
+        comp.generate(cls, seed=0)
+    assert counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
+    torch._dynamo.reset()
+
+
+def test_uvit_forward_in_bfloat16():
+    """U-ViT attention is computed in fp32 (official) and must come back to bf16 for its projection."""
+    gen, _, io = golden_generator("tiny_uvit")
+    gen = gen.to(torch.bfloat16)
+    with torch.no_grad():
+        logits = gen(io["input_ids"], io["condition"], cond_drop_prob=0.0)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits.float()).all()
+    assert (logits.float() - io["logits_cond"]).abs().max() <= 0.1 * io["logits_cond"].abs().max()
+
+
+def test_generator_carries_its_sampler_config():
+    v = get_variant("titok-s-128")
+    assert v.sampler.num_steps == 64 and v.generator.sampler is v.sampler
+    tiny, sampler, _ = golden_generator("tiny_uvit")
+    assert Pipeline(golden_tokenizer("tiny_legacy")[0], tiny).sampler == sampler
+    changed = dataclasses.replace(sampler, num_steps=3)
+    assert len(Pipeline(golden_tokenizer("tiny_legacy")[0], tiny, sampler=changed).scheduler) == 3
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, steps", [("titok-l-32", None), ("titok-s-128", 4)])
 def test_fast_equals_reference_random_released_sizes(name, steps):
     """Full-size random-weight models; S-128 runs 4 of its 64 steps to keep CPU time in bounds."""
-    tok = load_tokenizer(None, name, random_weights=True)
-    gen = load_generator(None, name, random_weights=True)
-    sampler = gen.sampler if steps is None else dataclasses.replace(gen.sampler, num_steps=steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tok = load_tokenizer(None, name, random_weights=True)
+        gen = load_generator(None, name, random_weights=True)
+    sampler = gen.cfg.sampler if steps is None else dataclasses.replace(gen.cfg.sampler, num_steps=steps)
     _parity(tok, gen, sampler, batch=2)
 
 
 def test_fast_loop_step_compiles_fullgraph():
-    """One step of the fast loop (batched-guidance forward + maskgit_step) has no graph break."""
+    """One step of the fast loop (batched-guidance forward + the fused step) has no graph break."""
     gen, sampler, _ = golden_generator("tiny_vit")
     tok, _ = golden_tokenizer("tiny_legacy")
     fast = Pipeline(tok, gen, mode="fast", sampler=sampler)
-    s = sampling_schedule(sampler, gen.cfg.image_seq_len)[3]
-    assert s.guidance_scale is not None
+    s = fast.scheduler.steps[3]
+    assert s.guided
 
     def one_step(ids, cls, seed):
-        cond, uncond = fast._logits(ids, cls, guided=True)
-        return fast._step(cond, uncond, ids, s, seed=seed, noise=None)
+        cond, uncond = fast.runtime.logits(ids, cls, guided=True)
+        return fast.runtime.step(s, cond, uncond, ids, seed=seed)
 
     ids = torch.full((2, 8), gen.mask_token_id)
     ids[:, :3] = 5
@@ -76,35 +213,33 @@ def test_fast_loop_step_compiles_fullgraph():
 def test_fast_sampling_loop_has_no_host_sync_on_cuda():
     tok, _ = golden_tokenizer("tiny_legacy")
     gen, sampler, _ = golden_generator("tiny_vit")
-    fast = Pipeline(tok.cuda(), gen.cuda(), mode="fast", sampler=sampler, cuda_graph=False)
+    fast = Pipeline(tok.cuda(), gen.cuda(), mode="fast", cuda_graph=False)
     cls = torch.tensor([1, 2], device="cuda")
-    fast._sample_fast(cls, seed=0)  # warm-up (autotuning may synchronise)
+    fast.runtime.sample(cls, seed=0)  # warm-up (autotuning may synchronise)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        fast._sample_fast(cls, seed=1)
+        fast.runtime.sample(cls, seed=1)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
 
 @pytest.mark.gpu
-def test_fast_cuda_graph_replay_is_deterministic():
+def test_fast_cuda_graph_replay_is_deterministic_and_bounded():
     tok, _ = golden_tokenizer("tiny_legacy")
     gen, sampler, _ = golden_generator("tiny_vit")
-    fast = Pipeline(tok.cuda(), gen.cuda(), mode="fast", sampler=sampler)
+    fast = Pipeline(tok.cuda(), gen.cuda(), mode="fast", max_graphs=2)
     cls = torch.tensor([1, 2, 3], device="cuda")
     a, b = fast.generate(cls, seed=4), fast.generate(cls, seed=4)
     assert torch.equal(a, b) and not torch.equal(a, fast.generate(cls, seed=9))
-
-
-def test_parity_report_on_cpu():
-    from titok_bench.parity import compare
-
-    tok, _ = golden_tokenizer("tiny_legacy")
-    gen, sampler, _ = golden_generator("tiny_vit")
-    gen.sampler = sampler
-    result = compare(tok, gen, batch=3)
-    assert result["fp32_given_noise"]["tokens_identical"]
-    assert result["fp32_given_noise"]["image_max_abs_diff_same_tokens"] <= 1e-4
-    greedy = result["fast_default_dtype_vs_reference_fp32_temperature0"]
-    assert greedy["fast_dtype"] == "float32" and greedy["token_agreement"] == 1.0  # fp32 on CPU
+    ids = fast.generate_tokens(cls, seed=4)  # token-only: its own graph, no decode
+    assert ids.shape == (3, 8)
+    fast.generate(cls[:1], seed=0)
+    assert len(fast.graphs.graphs) == 2  # least recently used dropped
+    with torch.no_grad():  # weights changed in place: the prefix cache, and so the graph, follow
+        fast.decoder.decoder.mask_token.add_(0.5)
+    changed = fast.generate(cls, seed=4)
+    eager = Pipeline(fast.decoder, fast.generator, mode="fast", cuda_graph=False)
+    assert torch.equal(changed, eager.generate(cls, seed=4)) and not torch.equal(changed, a)
+    fast.release_graphs()
+    assert len(fast.graphs.graphs) == 0

@@ -14,9 +14,11 @@ import re
 from typing import Any
 
 # ViT sizes of the official code (width, layers, heads); "tiny" is the size the
-# reference goldens were produced with (shared/reference/README.md).
+# golden models of tests/data were produced with; "mini" (head dim 32, the smallest head dim
+# the attention kernel takes) lets CPU tests run the fast path's Triton attention.
 VIT_SIZES = {
     "tiny": (64, 2, 4),
+    "mini": (64, 2, 2),
     "small": (512, 8, 8),
     "base": (768, 12, 12),
     "large": (1024, 24, 16),
@@ -82,35 +84,6 @@ class TokenizerConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class GeneratorConfig:
-    """A MaskGIT generator over TiTok tokens: BERT-layout ViT ("ViT") or U-ViT ("UViT")."""
-
-    model_type: str = "ViT"
-    hidden_size: int = 768
-    num_layers: int = 24
-    num_heads: int = 16
-    intermediate_size: int = 3072
-    image_seq_len: int = 32
-    codebook_size: int = 4096
-    num_classes: int = 1000
-
-    def __post_init__(self):
-        if self.model_type not in ("ViT", "UViT"):
-            raise ValueError(f"model_type must be 'ViT' or 'UViT', got {self.model_type!r}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-
-    @property
-    def vocab_size(self) -> int:
-        """codebook + mask token + classes + the dropped-class token."""
-        return self.codebook_size + self.num_classes + 2
-
-    @property
-    def mask_token_id(self) -> int:
-        return self.codebook_size
-
-
-@dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """MaskGIT sampling hyper-parameters (the official `generate` arguments)."""
 
@@ -126,6 +99,39 @@ class SamplerConfig:
             raise ValueError(f"guidance_decay must be one of {GUIDANCE_DECAYS}, got {self.guidance_decay!r}")
         if self.num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {self.num_steps}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorConfig:
+    """A MaskGIT generator over TiTok tokens: BERT-layout ViT ("ViT") or U-ViT ("UViT")."""
+
+    model_type: str = "ViT"
+    hidden_size: int = 768
+    num_layers: int = 24
+    num_heads: int = 16
+    intermediate_size: int = 3072
+    image_seq_len: int = 32
+    codebook_size: int = 4096
+    num_classes: int = 1000
+    # The sampling defaults travel with the generator: read from its checkpoint's config (or the variant).
+    sampler: SamplerConfig = SamplerConfig()
+
+    def __post_init__(self):
+        if not isinstance(self.sampler, SamplerConfig):
+            raise TypeError(f"sampler must be a SamplerConfig, got {type(self.sampler).__name__}")
+        if self.model_type not in ("ViT", "UViT"):
+            raise ValueError(f"model_type must be 'ViT' or 'UViT', got {self.model_type!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+
+    @property
+    def vocab_size(self) -> int:
+        """codebook + mask token + classes + the dropped-class token."""
+        return self.codebook_size + self.num_classes + 2
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.codebook_size
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,15 +200,21 @@ def tokenizer_config_from_official(doc: dict) -> TokenizerConfig:
     )
 
 
-def generator_config_from_official(doc: dict) -> tuple[GeneratorConfig, SamplerConfig]:
-    """Build (GeneratorConfig, SamplerConfig) from the official nested config."""
+def generator_config_from_official(doc: dict) -> GeneratorConfig:
+    """Build a GeneratorConfig, its sampling defaults included, from the official nested config."""
     doc = resolve_interpolations(doc)
     try:
         gen = doc["model"]["generator"]
         vq = doc["model"]["vq_model"]
     except (KeyError, TypeError) as exc:
         raise ValueError("not an official TiTok generator config: it has no model.generator section") from exc
-    generator = GeneratorConfig(
+    sampler = SamplerConfig(
+        num_steps=int(gen.get("num_steps", 8)),
+        guidance_scale=float(gen.get("guidance_scale", 3.0)),
+        guidance_decay=gen.get("guidance_decay", "constant"),
+        randomize_temperature=float(gen.get("randomize_temperature", 4.5)),
+    )
+    return GeneratorConfig(
         model_type=gen["model_type"],
         hidden_size=int(gen["hidden_size"]),
         num_layers=int(gen["num_hidden_layers"]),
@@ -211,25 +223,11 @@ def generator_config_from_official(doc: dict) -> tuple[GeneratorConfig, SamplerC
         image_seq_len=int(gen["image_seq_len"]),
         codebook_size=int(vq["codebook_size"]),
         num_classes=int(gen["condition_num_classes"]),
+        sampler=sampler,
     )
-    sampler = SamplerConfig(
-        num_steps=int(gen.get("num_steps", 8)),
-        guidance_scale=float(gen.get("guidance_scale", 3.0)),
-        guidance_decay=gen.get("guidance_decay", "constant"),
-        randomize_temperature=float(gen.get("randomize_temperature", 4.5)),
-    )
-    return generator, sampler
 
 
-def _size_name(width: int) -> str:
-    for name, (w, _, _) in VIT_SIZES.items():
-        if w == width:
-            return name
-    raise ValueError(f"no ViT size has width {width}")
-
-
-def to_official(tokenizer: TokenizerConfig, generator: GeneratorConfig | None = None,
-                sampler: SamplerConfig | None = None) -> dict:
+def to_official(tokenizer: TokenizerConfig, generator: GeneratorConfig | None = None) -> dict:
     """The official nested config document for these configs (what config.json holds)."""
     vq: dict[str, Any] = {
         "token_size": tokenizer.token_size,
@@ -253,7 +251,7 @@ def to_official(tokenizer: TokenizerConfig, generator: GeneratorConfig | None = 
     doc: dict[str, Any] = {"model": {"vq_model": vq},
                            "dataset": {"preprocessing": {"crop_size": tokenizer.image_size}}}
     if generator is not None:
-        sampler = sampler or SamplerConfig()
+        sampler = generator.sampler
         doc["model"]["generator"] = {
             "model_type": generator.model_type,
             "hidden_size": generator.hidden_size,
@@ -288,17 +286,20 @@ class Variant:
 
     name: str
     tokenizer: TokenizerConfig
-    generator: GeneratorConfig | None = None
-    sampler: SamplerConfig | None = None
+    generator: GeneratorConfig | None = None   # its `sampler` holds the variant's sampling defaults
     tokenizer_repo: str | None = None
     generator_repo: str | None = None
     manifest: str | None = None              # stem in titok/manifests/, e.g. "titok_l32"
     architecture_only: bool = False          # no released weights: for speed measurement only
     description: str = ""
 
+    @property
+    def sampler(self) -> SamplerConfig | None:
+        return None if self.generator is None else self.generator.sampler
 
-def _maskgit_vit(seq_len: int, codebook: int = 4096) -> GeneratorConfig:
-    return GeneratorConfig("ViT", 768, 24, 16, 3072, image_seq_len=seq_len, codebook_size=codebook)
+
+def _maskgit_vit(seq_len: int, sampler: SamplerConfig, codebook: int = 4096) -> GeneratorConfig:
+    return GeneratorConfig("ViT", 768, 24, 16, 3072, image_seq_len=seq_len, codebook_size=codebook, sampler=sampler)
 
 
 def _register() -> dict[str, Variant]:
@@ -306,16 +307,16 @@ def _register() -> dict[str, Variant]:
     tok = TokenizerConfig
     v = [
         Variant("titok-l-32", tok(enc_size="large", dec_size="large", num_latent_tokens=32),
-                _maskgit_vit(32), SamplerConfig(8, 4.5, "linear", randomize_temperature=9.5),
+                _maskgit_vit(32, SamplerConfig(8, 4.5, "linear", randomize_temperature=9.5)),
                 hf + "tokenizer_titok_l32_imagenet", hf + "generator_titok_l32_imagenet", "titok_l32",
                 description="ViT-L, 32 tokens, 4096 codes, two-stage; MaskGIT-ViT generator"),
         Variant("titok-b-64", tok(enc_size="base", dec_size="base", num_latent_tokens=64),
-                _maskgit_vit(64), SamplerConfig(8, 3.0, "linear", randomize_temperature=11.0),
+                _maskgit_vit(64, SamplerConfig(8, 3.0, "linear", randomize_temperature=11.0)),
                 hf + "tokenizer_titok_b64_imagenet", hf + "generator_titok_b64_imagenet", "titok_b64",
                 description="ViT-B, 64 tokens, 4096 codes, two-stage; MaskGIT-ViT generator"),
         Variant("titok-s-128", tok(enc_size="small", dec_size="small", num_latent_tokens=128),
-                GeneratorConfig("UViT", 1024, 20, 16, 4096, image_seq_len=128),
-                SamplerConfig(64, 6.9, "power-cosine", randomize_temperature=2.8),
+                GeneratorConfig("UViT", 1024, 20, 16, 4096, image_seq_len=128,
+                                sampler=SamplerConfig(64, 6.9, "power-cosine", randomize_temperature=2.8)),
                 hf + "tokenizer_titok_s128_imagenet", hf + "generator_titok_s128_imagenet", "titok_s128",
                 description="ViT-S, 128 tokens, 4096 codes, two-stage; U-ViT generator"),
     ]
@@ -343,7 +344,7 @@ def _register() -> dict[str, Variant]:
     for name, size, k, steps in (("titok-l-64-512", "large", 64, 8), ("titok-b-128-512", "base", 128, 64)):
         v.append(Variant(name, tok(image_size=512, enc_size=size, dec_size=size, enc_patch_size=32,
                                    dec_patch_size=32, num_latent_tokens=k, proxy_codes_per_patch=4),
-                         _maskgit_vit(k), SamplerConfig(steps, 4.5, "linear", randomize_temperature=9.5),
+                         _maskgit_vit(k, SamplerConfig(steps, 4.5, "linear", randomize_temperature=9.5)),
                          architecture_only=True,
                          description=f"512px, ViT-{size[0].upper()} patch 32, {k} tokens; architecture only "
                                      f"(no released weights), MaskGIT-ViT {steps} steps"))

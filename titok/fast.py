@@ -11,10 +11,17 @@ K latent rows of the encoder): attention queries, out-projection and MLP for tho
 rows alone.
 
 These functions use the reference modules' own weights (no copies) and are the
-same math as the reference forward; on CPU `concat_attention`'s torch backend is
-used, on CUDA its Triton kernel.
+same math as the reference forward; `concat_attention`'s `auto` backend picks its
+Triton kernel on CUDA (and on CPU under TITOK_KERNEL_BACKEND=triton), torch otherwise.
+
+`FastDecode` / `FastEncode` are the fast runtime's decode and encode of a token decoder:
+a TiTok tokenizer (the paths above, then its pixel decoder) or the MaskGIT-VQGAN of the
+baseline (codebook lookup, then the pixel decoder). On CUDA the pixel decoder runs on an
+own `channels_last` copy (cuDNN's preferred layout); the caller's module is left as it was.
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +36,12 @@ class PrefixCache:
         self._compute, self._params = compute, list(params)
         self._key, self._value = None, None
 
+    def weights_key(self) -> tuple:
+        """Identity and in-place version of every weight the cache reads: a change means recompute."""
+        return tuple((p.data_ptr(), p._version) for p in self._params)
+
     def get(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (dtype, device, tuple((p.data_ptr(), p._version) for p in self._params))
+        key = (dtype, device, self.weights_key())
         if key != self._key:
             with torch.no_grad():
                 self._value = self._compute(dtype, device)
@@ -117,3 +128,56 @@ def fast_encoder_forward(tokenizer, images: torch.Tensor, cache: PrefixCache, ba
     rows = run_blocks(encoder.transformer, x_per, x_shared, qkv_shared, shared_first=False,
                       keep=(start, start + encoder.num_latent_tokens), backend=backend)
     return encoder.head_rows(rows)
+
+
+class FastDecode:
+    """Token ids -> pixels for the fast runtime, by stage (see the module docstring)."""
+
+    def __init__(self, decoder, device: torch.device):
+        from titok.tokenizer import TiTokTokenizer
+
+        self.decoder, self.device = decoder, torch.device(device)
+        self.titok = isinstance(decoder, TiTokTokenizer)
+        self.prefix = decoder_prefix_cache(decoder.decoder) if self.titok else None
+        pixel = getattr(decoder, "pixel_decoder", None)
+        self.channels_last = pixel is not None and self.device.type == "cuda"
+        self.pixel_decoder = copy.deepcopy(pixel).to(memory_format=torch.channels_last) if self.channels_last \
+            else pixel
+
+    def vit_decoder(self, latents: torch.Tensor) -> torch.Tensor:
+        """TiTok's ViT decoder (prefix precompute, row pruning); other decoders pass their latents on."""
+        return fast_decoder_forward(self.decoder.decoder, latents, self.prefix) if self.titok else latents
+
+    def pixels(self, vit_out: torch.Tensor) -> torch.Tensor:
+        """The pixel stage: proxy codes -> MaskGIT-VQGAN decoder (single-stage TiTok: already pixels)."""
+        if self.titok:
+            if not self.decoder.cfg.two_stage:
+                return vit_out
+            vit_out = self.decoder.proxy_latents(vit_out)
+        if self.channels_last:
+            vit_out = vit_out.contiguous(memory_format=torch.channels_last)
+        return self.pixel_decoder(vit_out)
+
+    def __call__(self, tokens: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        latents = self.decoder.tokens_to_latents(tokens).to(dtype)
+        return self.pixels(self.vit_decoder(latents))
+
+    def stages(self, tokens: torch.Tensor, dtype: torch.dtype) -> dict:
+        """Each decode stage alone on fixed inputs (for benchmarks): vit_decoder (TiTok), pixel_decoder."""
+        latents = self.decoder.tokens_to_latents(tokens).to(dtype)
+        stages = {"vit_decoder": lambda: self.vit_decoder(latents)} if self.titok else {}
+        if not self.titok or self.decoder.cfg.two_stage:
+            vit_out = self.vit_decoder(latents)
+            stages["pixel_decoder"] = lambda: self.pixels(vit_out)
+        return stages
+
+
+class FastEncode:
+    """Images -> encoder output of a TiTok tokenizer with the latent-row precompute and row pruning."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.cache = encoder_latent_cache(tokenizer)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return fast_encoder_forward(self.tokenizer, images, self.cache)

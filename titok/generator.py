@@ -143,7 +143,7 @@ class UViTAttention(nn.Module):
         # Official: attention in fp32 whatever the activation dtype.
         qkv = self.qkv(x).view(b, seq, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4).float()
         out = _merge_heads(F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2]))
-        return self.proj(out)
+        return self.proj(out.to(x.dtype))  # back to the activation dtype (a no-op in fp32, as the official)
 
 
 class UViTMlp(nn.Module):

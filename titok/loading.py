@@ -12,6 +12,7 @@ only when asked (`random_weights=True`), with a `RandomWeightsWarning`.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from titok.configs import (GeneratorConfig, SamplerConfig, TokenizerConfig, Variant, VARIANTS,
+from titok.configs import (GeneratorConfig, TokenizerConfig, VARIANTS,
                            generator_config_from_official, get_variant, to_official,
                            tokenizer_config_from_official)
 from titok.errors import CheckpointError, RandomWeightsWarning
@@ -239,8 +240,8 @@ def load_tokenizer(src: str | os.PathLike | None = None, variant: str | None = N
 def load_generator(src: str | os.PathLike | None = None, variant: str | None = None, *,
                    random_weights: bool = False, device: torch.device | str = "cpu",
                    dtype: torch.dtype | None = None, seed: int = 0) -> nn.Module:
-    """Load a MaskGIT generator; `model.sampler` holds its sampling defaults (SamplerConfig)."""
-    sampler: SamplerConfig | None = None
+    """Load a MaskGIT generator; its sampling defaults travel in `model.cfg.sampler` (from the checkpoint's
+    config.json, or the variant's when a variant is named)."""
     if src is None:
         if variant is None:
             raise CheckpointError("give a checkpoint source, a variant name, or both")
@@ -251,7 +252,6 @@ def load_generator(src: str | os.PathLike | None = None, variant: str | None = N
             raise CheckpointError(f"no checkpoint given for {variant!r}'s generator; pass one, or ask for random "
                                   "weights explicitly (random_weights=True / --random-weights)")
         model = init_random_weights(build_generator_model(v.generator), seed)
-        model.sampler = v.sampler
         _random_warning(f"generator {variant!r}")
         return _finish(model, device, dtype)
     path = resolve_source(src)
@@ -260,37 +260,35 @@ def load_generator(src: str | os.PathLike | None = None, variant: str | None = N
         weights = _weights_in(path)
         doc = _read_config(path)
         if doc is not None:
-            cfg, sampler = generator_config_from_official(doc)
+            cfg = generator_config_from_official(doc)
     else:
         weights = path
     if cfg is None and variant is not None:
-        v = get_variant(variant)
-        if v.generator is None:
+        cfg = get_variant(variant).generator
+        if cfg is None:
             raise CheckpointError(f"{variant!r} has no generator")
-        cfg, sampler = v.generator, v.sampler
     state = read_state_dict(weights)
     if cfg is None:
         match = matching_variant(shape_signature(state), "generator")
         if match is None:
             raise CheckpointError(f"{weights} matches no released generator; name the variant (--model)")
-        cfg, sampler = get_variant(match).generator, get_variant(match).sampler
-    if variant is not None and get_variant(variant).sampler is not None and path.is_dir():
+        cfg = get_variant(match).generator
+    if variant is not None and get_variant(variant).generator is not None and path.is_dir():
         # The official config.json has no softmax-annealing flag: take the variant's defaults wholesale.
-        sampler = get_variant(variant).sampler
+        cfg = dataclasses.replace(cfg, sampler=get_variant(variant).generator.sampler)
     model = build_generator_model(cfg, "meta").to_empty(device="cpu")
     load_strict(model, state, part="generator", label=str(weights))
-    model.sampler = sampler or SamplerConfig()
     return _finish(model, device, dtype)
 
 
 def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer_cfg: TokenizerConfig,
-                    generator_cfg: GeneratorConfig | None = None, sampler: SamplerConfig | None = None) -> None:
+                    generator_cfg: GeneratorConfig | None = None) -> None:
     """Write `config.json` (official nested layout) + `model.safetensors`, as the official release does."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    doc = to_official(tokenizer_cfg, generator_cfg, sampler)
+    doc = to_official(tokenizer_cfg, generator_cfg)
     tmp_cfg, tmp_w = folder / ".config.json.tmp", folder / ".model.safetensors.tmp"
     tmp_cfg.write_text(json.dumps(doc, indent=4))
     save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp_w))
@@ -298,20 +296,14 @@ def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer_cf
     os.replace(tmp_w, folder / "model.safetensors")
 
 
-def check_compatible(tokenizer: TiTokTokenizer, generator: nn.Module) -> None:
-    """A generator fits a tokenizer when its token count and codebook size are the tokenizer's."""
-    t, g = tokenizer.cfg, generator.cfg
-    if t.quantize_mode != "vq":
+def check_compatible(decoder, generator: nn.Module) -> None:
+    """A generator fits a token decoder (a TiTok tokenizer, or the MaskGIT-VQGAN for the baseline) when its
+    token count and codebook size are the decoder's."""
+    g = generator.cfg
+    codebook = decoder.codebook_size
+    if not codebook:
         raise CheckpointError("this tokenizer has continuous (VAE) tokens; the MaskGIT generators need a "
                               "discrete-token tokenizer")
-    if g.image_seq_len != t.num_latent_tokens or g.codebook_size != t.codebook_size:
+    if g.image_seq_len != decoder.num_tokens or g.codebook_size != codebook:
         raise CheckpointError(f"generator ({g.image_seq_len} tokens, codebook {g.codebook_size}) does not fit the "
-                              f"tokenizer ({t.num_latent_tokens} tokens, codebook {t.codebook_size})")
-
-
-def variant_for(tokenizer: TiTokTokenizer) -> Variant | None:
-    """The registry variant with this tokenizer's configuration, if any."""
-    for v in VARIANTS.values():
-        if v.tokenizer == tokenizer.cfg:
-            return v
-    return None
+                              f"tokenizer ({decoder.num_tokens} tokens, codebook {codebook})")

@@ -1,268 +1,191 @@
-"""Class ids -> images and images -> tokens, in three modes behind one API.
+"""Class ids -> images and images -> tokens: a token decoder + a generator + a scheduler + a runtime.
 
-- `reference`: the official math, eager: the official sampler (two generator calls
-  per guided step, its random-number order) and the official decode.
-- `compile`: the reference under `torch.compile` (what a user would try first).
-- `fast`: this project's path:
-    * guidance as ONE generator forward over 2B rows (cond and uncond class tokens
-      stacked) instead of two calls;
-    * `titok_kernels.maskgit_step` with in-kernel noise from a seed (or given noise for
-      parity), no host synchronisation inside the sampling loop;
-    * the shared-prefix precompute + `titok_kernels.concat_attention` in the ViT decoder
-      and encoder, last-layer row pruning (titok/fast.py); `titok_kernels.nearest_code`;
-    * on CUDA: bf16 weights and activations by default (the quantizer and the
-      sampling arithmetic stay fp32), `channels_last` for (a copy of) the MaskGIT-VQGAN decoder,
-      and the whole sampling loop + decode captured once per batch size in a CUDA
-      graph and replayed.
-  On CPU every op runs its torch backend.
+- decoder: a TiTok tokenizer (`titok.tokenizer.TiTokTokenizer`), or the MaskGIT-VQGAN token
+  decoder of the MaskGIT baseline (`titok.maskgit_vqgan.VQGANTokenDecoder`). Either gives
+  `num_tokens`, `codebook_size`, `check_tokens`, `tokens_to_latents`, `decode`, `decode_stages`.
+- generator: a MaskGIT generator (`titok.generator`); its sampling defaults are `generator.cfg.sampler`.
+- scheduler: `titok.scheduler.MaskGITScheduler` (default: the generator's sampler settings).
+- runtime: "reference" (eager, the official math, pure torch), "compile", or "fast" (see
+  `titok.runtimes`); on CUDA a `CUDAGraphs` wrapper captures the fast runtime's sampling + decode.
 
-Randomness: `reference`/`compile` with `seed` call `torch.manual_seed(seed)` and
-then draw exactly as the official sampler; `fast` with `seed` draws in-kernel (a
-different stream: same seed -> same images within `fast`). With `noise` (from
-`draw_noise`) every mode uses the given uniforms, which makes them comparable.
+Randomness: "reference"/"compile" with `seed` call `torch.manual_seed(seed)` and then draw
+exactly as the official sampler; "fast" with `seed` draws in-kernel (a different stream: same
+seed -> same images within "fast"); without a seed it draws one from torch's generator. With
+`noise` (from `draw_noise`) every runtime uses the given uniforms, which makes them comparable.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import torch
 
-from titok_kernels.maskgit_step import maskgit_step
 from titok.configs import SamplerConfig
 from titok.errors import TiTokInputError
-from titok.fast import decoder_prefix_cache, encoder_latent_cache, fast_decoder_forward, fast_encoder_forward
 from titok.images import check_images
 from titok.loading import check_compatible
-from titok.sampler import check_class_ids, generate, sampling_schedule
+from titok.runtimes import RUNTIMES, CUDAGraphs
+from titok.sampler import check_class_ids
+from titok.scheduler import MaskGITScheduler, draw_noise
 
-MODES = ("reference", "compile", "fast")
-
-
-def draw_noise(batch: int, seq_len: int, vocab: int, steps: int, *, seed: int = 0,
-               device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-step uniform noise (sample noise (B, K, V), confidence noise (B, K)) for parity runs."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    out = []
-    for _ in range(steps):
-        u_sample = torch.rand(batch, seq_len, vocab, generator=gen)
-        u_conf = torch.rand(batch, seq_len, generator=gen)
-        out.append((u_sample.to(device), u_conf.to(device)))
-    return out
+MODES = tuple(RUNTIMES)
+__all__ = ["MODES", "Pipeline", "draw_noise"]
 
 
 class Pipeline:
-    """TiTok generation and tokenization in one of MODES (see the module docstring)."""
+    """Generation and tokenization with one runtime (see the module docstring).
 
-    def __init__(self, tokenizer, generator=None, *, mode: str = "reference", dtype: torch.dtype | None = None,
-                 sampler: SamplerConfig | None = None, cuda_graph: bool = True):
-        if mode not in MODES:
+    mode: a runtime name in MODES; runtime_options: keyword arguments of its runtime class
+    (e.g. `{"compile_backend": "eager"}` for "compile").
+    dtype: default bf16 for "fast" on CUDA, fp32 otherwise (the quantizer and sampling math stay fp32).
+    """
+
+    def __init__(self, decoder, generator=None, *, mode="reference", scheduler: MaskGITScheduler | None = None,
+                 sampler: SamplerConfig | None = None, dtype: torch.dtype | None = None, cuda_graph: bool = True,
+                 max_graphs: int = 4, runtime_options: dict | None = None):
+        runtime_cls = RUNTIMES.get(mode) if isinstance(mode, str) else None
+        if runtime_cls is None:
             raise TiTokInputError(f"mode must be one of {MODES}, got {mode!r}")
-        self.mode = mode
-        self.device = tokenizer.latent_tokens.device
-        on_cuda = self.device.type == "cuda"
-        self.dtype = dtype or (torch.bfloat16 if mode == "fast" and on_cuda else torch.float32)
         if generator is not None:
-            check_compatible(tokenizer, generator)
-        self.tokenizer = self._cast(tokenizer)
-        self.generator = self._cast(generator) if generator is not None else None
-        self.sampler = sampler or (getattr(generator, "sampler", None) or SamplerConfig())
-        self.cuda_graph = cuda_graph and on_cuda and mode == "fast"
-        self._graphs: dict[int, tuple] = {}
-        if mode == "compile":
-            self._compiled_generator = torch.compile(self.generator) if generator is not None else None
-            self._compiled_decode = torch.compile(self.tokenizer.decode)
-            self._compiled_encode = torch.compile(self.tokenizer.encoder_out)
-        if mode == "fast":
-            self._decoder_cache = decoder_prefix_cache(self.tokenizer.decoder)
-            self._encoder_cache = encoder_latent_cache(self.tokenizer)
-        self._pixel_decoder = getattr(self.tokenizer, "pixel_decoder", None)
-        if mode == "fast" and on_cuda and self._pixel_decoder is not None:
-            # Own channels_last copy (cuDNN's preferred layout); the caller's module is left as it was.
-            self._pixel_decoder = copy.deepcopy(self._pixel_decoder).to(memory_format=torch.channels_last)
+            check_compatible(decoder, generator)
+        self.device = next(decoder.parameters()).device
+        on_cuda = self.device.type == "cuda"
+        self.dtype = dtype or (torch.bfloat16 if runtime_cls.name == "fast" and on_cuda else torch.float32)
+        self.decoder = _cast(decoder, self.dtype)
+        self.generator = _cast(generator, self.dtype) if generator is not None else None
+        if scheduler is None and generator is not None:
+            scheduler = MaskGITScheduler.for_generator(generator, sampler)
+        self.scheduler = scheduler
+        self.runtime = runtime_cls(self.decoder, self.generator, scheduler, dtype=self.dtype, device=self.device,
+                                   **(runtime_options or {}))
+        self.graphs = CUDAGraphs(self.runtime, max_graphs) if cuda_graph and on_cuda and self.mode == "fast" else None
 
-    def _cast(self, module):
-        if next(module.parameters()).dtype == self.dtype:
-            return module
-        clone = copy.deepcopy(module).to(self.dtype)
-        if hasattr(module, "sampler"):
-            clone.sampler = module.sampler
-        return clone
+    @classmethod
+    def from_variant(cls, name: str, *, device: torch.device | str = "cpu", seed: int = 0, **kwargs) -> "Pipeline":
+        """A registry variant (`titok info`) with RANDOM weights (for speed: it does not depend on weights)."""
+        from titok.loading import load_generator, load_tokenizer
+
+        tokenizer = load_tokenizer(variant=name, random_weights=True, device=device, seed=seed)
+        generator = load_generator(variant=name, random_weights=True, device=device, seed=seed + 1) \
+            if _has_generator(name) else None
+        return cls(tokenizer, generator, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, tokenizer, generator=None, *, variant: str | None = None,
+                        device: torch.device | str = "cpu", **kwargs) -> "Pipeline":
+        """Checkpoints (folder, weights file or cached Hugging Face repo id; see `titok.loading`)."""
+        from titok.loading import load_generator, load_tokenizer
+
+        tok = load_tokenizer(tokenizer, variant, device=device)
+        gen = load_generator(generator, variant, device=device) if generator is not None else None
+        return cls(tok, gen, **kwargs)
+
+    @property
+    def mode(self) -> str:
+        return self.runtime.name
+
+    @property
+    def sampler(self) -> SamplerConfig | None:
+        return self.scheduler.config if self.scheduler is not None else None
 
     # ---- public API ------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(self, class_ids, *, seed: int | None = None, noise=None) -> torch.Tensor:
         """Class ids -> images (B, 3, H, W) float32 in [0, 1]."""
-        ids = self.generate_tokens(class_ids, seed=seed, noise=noise, _decode=self.cuda_graph and noise is None)
-        if ids.dim() == 4:  # the CUDA-graph path returns decoded images directly
-            return ids
-        return self.decode_tokens(ids)
+        cls = self._class_ids(class_ids, noise)
+        if self.graphs is not None and noise is None:
+            return self.graphs.run(cls, seed, images=True)
+        return self._images(self.runtime.sample(cls, seed=seed, noise=noise))
 
     @torch.no_grad()
-    def generate_tokens(self, class_ids, *, seed: int | None = None, noise=None, _decode: bool = False):
+    def generate_tokens(self, class_ids, *, seed: int | None = None, noise=None) -> torch.Tensor:
         """Class ids (B,) -> token ids (B, K)."""
-        if self.generator is None:
-            raise TiTokInputError("this pipeline has no generator")
-        cls = self._class_ids(class_ids)
-        if noise is not None:
-            self._check_noise(noise, cls.shape[0])
-        if self.mode in ("reference", "compile"):
-            gen = self._compiled_generator if self.mode == "compile" else self.generator
-            if noise is None and seed is not None:
-                torch.manual_seed(seed)
-            return generate(gen, cls, self.sampler, noise=noise)
-        if self.cuda_graph and noise is None:
-            return self._graph_replay(cls, 0 if seed is None else seed, decode=_decode)
-        return self._sample_fast(cls, seed=0 if seed is None else seed, noise=noise)
+        cls = self._class_ids(class_ids, noise)
+        if self.graphs is not None and noise is None:
+            return self.graphs.run(cls, seed, images=False)
+        return self.runtime.sample(cls, seed=seed, noise=noise)
 
     @torch.no_grad()
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token ids (B, K) -> images (B, 3, H, W) float32 in [0, 1]."""
-        tokens = self.tokenizer.check_tokens(tokens.to(self.device))
-        if self.mode == "reference":
-            images = self.tokenizer.decode(self.tokenizer.tokens_to_latents(tokens))
-        elif self.mode == "compile":
-            images = self._compiled_decode(self.tokenizer.tokens_to_latents(tokens))
-        else:
-            images = self._decode_fast(tokens)
-        return images.float().clamp(0.0, 1.0)
+        """Token ids (B, K) (or VAE tokens) -> images (B, 3, H, W) float32 in [0, 1]."""
+        return self._images(self.decoder.check_tokens(tokens.to(self.device)))
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images (float [0, 1] or uint8) -> token ids (B, K) (or VAE mean tokens)."""
-        images = check_images(images, self.tokenizer.cfg.image_size).to(self.device, self.dtype)
-        if self.mode == "reference":
-            z = self.tokenizer.encoder_out(images)
-        elif self.mode == "compile":
-            z = self._compiled_encode(images)
-        else:
-            z = fast_encoder_forward(self.tokenizer, images, self._encoder_cache)
-        z_q, ids = self.tokenizer.quantize_latents(z)
-        return ids if ids is not None else z_q
+        if not hasattr(self.decoder, "encoder_out"):
+            raise TiTokInputError("this pipeline's decoder has no encoder")
+        images = check_images(images, self.decoder.image_size).to(self.device, self.dtype)
+        return self.runtime.encode(images)
+
+    def release_graphs(self) -> None:
+        """Free the captured CUDA graphs and their memory pools (they are captured again on demand)."""
+        if self.graphs is not None:
+            self.graphs.release()
 
     # ---- stages, for benchmarks and profiles ------------------------------------------------------
     def stage_functions(self, batch: int) -> dict:
         """Callables that run each stage of one generation alone at this batch size, on fixed inputs.
 
         generator_forwards: every generator forward of one sampling run; sampling_steps: every
-        sampling step on fixed logits; vit_decoder: tokens -> decoder output; pixel_decoder: proxy
-        logits -> pixels (two-stage models only).
+        sampling step on fixed logits; then the decode stages (vit_decoder for TiTok, pixel_decoder
+        for two-stage models and the MaskGIT-VQGAN).
         """
-        gen, tok = self.generator, self.tokenizer
+        gen, run = self.generator, self.runtime
         k, v = gen.cfg.image_seq_len, gen.cfg.codebook_size
-        schedule = sampling_schedule(self.sampler, k)
         ids = torch.randint(0, v, (batch, k), device=self.device)
         cls = torch.randint(0, gen.cfg.num_classes, (batch,), device=self.device)
         logits = torch.randn(batch, k, v, device=self.device, dtype=self.dtype)
-        tokens = torch.randint(0, tok.cfg.codebook_size or 1, (batch, k), device=self.device)
-        z_q = tok.tokens_to_latents(tokens) if tok.cfg.quantize_mode == "vq" else \
-            torch.randn(batch, tok.cfg.token_size, 1, k, device=self.device, dtype=self.dtype)
 
-        def forwards():
-            for s in schedule:
-                self._logits(ids, cls, guided=s.guidance_scale is not None)
+        @torch.no_grad()
+        def generator_forwards():
+            for s in self.scheduler:
+                run.logits(ids, cls, s.guided)
 
-        def steps():
-            for s in schedule:
-                self._step(logits, logits if s.guidance_scale is not None else None, ids, s, seed=0, noise=None)
+        @torch.no_grad()
+        def sampling_steps():
+            seed = run.start(0, None)
+            for s in self.scheduler:
+                run.step(s, logits, logits if s.guided else None, ids, seed=seed)
 
-        def vit_decoder():
-            if self.mode == "fast":
-                return fast_decoder_forward(tok.decoder, z_q, self._decoder_cache)
-            return tok.decoder(z_q)
-
-        stages = {"generator_forwards": forwards, "sampling_steps": steps, "vit_decoder": vit_decoder}
-        if tok.cfg.two_stage:
-            proxy = vit_decoder()
-
-            def pixel_decoder():
-                latents = tok.proxy_latents(proxy)
-                if self.mode == "fast" and self.device.type == "cuda":
-                    latents = latents.contiguous(memory_format=torch.channels_last)
-                return self._pixel_decoder(latents)
-
-            stages["pixel_decoder"] = pixel_decoder
+        stages = {"generator_forwards": generator_forwards, "sampling_steps": sampling_steps}
+        for name, fn in run.decode_stages(ids).items():
+            stages[name] = torch.no_grad()(fn)
         return stages
 
+    def describe(self) -> dict:
+        """What this pipeline runs: mode, dtype, device, sampler settings (for result files)."""
+        return {"mode": self.mode, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
+                "cuda_graph": self.graphs is not None,
+                "sampler": dataclasses.asdict(self.sampler) if self.sampler is not None else None}
+
     # ---- internals ----------------------------------------------------------------------------------
-    def _class_ids(self, class_ids) -> torch.Tensor:
+    def _images(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.runtime.decode(tokens).float().clamp(0.0, 1.0)
+
+    def _class_ids(self, class_ids, noise) -> torch.Tensor:
+        if self.generator is None:
+            raise TiTokInputError("this pipeline has no generator")
         cls = class_ids if isinstance(class_ids, torch.Tensor) else torch.tensor(class_ids)
         check_class_ids(cls, self.generator.cfg.num_classes)
+        if noise is not None:
+            self.scheduler.check_noise(noise, cls.shape[0], self.generator.cfg.codebook_size)
         return cls.to(self.device, torch.long)
 
-    def _check_noise(self, noise, batch: int) -> None:
-        k, v = self.generator.cfg.image_seq_len, self.generator.cfg.codebook_size
-        if len(noise) != self.sampler.num_steps:
-            raise TiTokInputError(f"noise has {len(noise)} steps, the sampler runs {self.sampler.num_steps}")
-        for u_sample, u_conf in noise:
-            if tuple(u_sample.shape) != (batch, k, v) or tuple(u_conf.shape) != (batch, k):
-                raise TiTokInputError(f"noise shapes {tuple(u_sample.shape)}, {tuple(u_conf.shape)} do not match "
-                                      f"({batch}, {k}, {v}) and ({batch}, {k})")
 
-    def _logits(self, ids, cls, guided: bool):
-        """Fast path: (cond, uncond or None) logits; guidance as one forward over 2B rows."""
-        gen = self.generator
-        if self.mode != "fast":
-            cond = gen(ids, cls, cond_drop_prob=0.0)
-            return cond, (gen(ids, cls, cond_drop_prob=1.0) if guided else None)
-        cond_tokens = gen.class_tokens(cls, False)
-        if not guided:
-            return gen.logits(ids, cond_tokens), None
-        both = gen.logits(torch.cat([ids, ids]), torch.cat([cond_tokens, gen.class_tokens(cls, True)]))
-        return both[: ids.shape[0]], both[ids.shape[0]:]
+def _cast(module, dtype: torch.dtype):
+    """The module in `dtype`: itself when it already is, else a converted copy (the caller's is left as it was)."""
+    import copy
 
-    def _step(self, cond, uncond, ids, s, *, seed, noise):
-        kwargs = dict(noise=noise) if noise is not None else dict(seed=seed, offset=s.step)
-        return maskgit_step(cond, uncond, ids, mask_id=self.generator.mask_token_id,
-                            guidance_scale=s.guidance_scale or 0.0, guidance_anchor=s.guidance_anchor,
-                            softmax_temperature=s.softmax_temperature, gumbel_temperature=s.gumbel_temperature,
-                            schedule_mask_len=s.schedule_mask_len, last_step=s.last_step, **kwargs)
-
-    def _sample_fast(self, cls: torch.Tensor, *, seed, noise=None) -> torch.Tensor:
-        k = self.generator.cfg.image_seq_len
-        ids = torch.full((cls.shape[0], k), self.generator.mask_token_id, device=self.device, dtype=torch.long)
-        for s in sampling_schedule(self.sampler, k):
-            cond, uncond = self._logits(ids, cls, guided=s.guidance_scale is not None)
-            ids = self._step(cond, uncond, ids, s, seed=seed, noise=None if noise is None else noise[s.step])
-        return ids
-
-    def _decode_fast(self, tokens: torch.Tensor) -> torch.Tensor:
-        tok = self.tokenizer
-        z_q = tok.tokens_to_latents(tokens)
-        out = fast_decoder_forward(tok.decoder, z_q.to(self.dtype), self._decoder_cache)
-        if not tok.cfg.two_stage:
-            return out
-        latents = tok.proxy_latents(out)
-        if self.device.type == "cuda":
-            latents = latents.contiguous(memory_format=torch.channels_last)
-        return self._pixel_decoder(latents)
-
-    def _graph_replay(self, cls: torch.Tensor, seed: int, *, decode: bool) -> torch.Tensor:
-        """Capture sampling (+ decode) once per batch size in a CUDA graph; replay with new inputs."""
-        b = cls.shape[0]
-        if b not in self._graphs:
-            static_cls = cls.clone()
-            static_seed = torch.zeros(1, dtype=torch.int64, device=self.device)
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(stream):  # warm-up: autotuning and lazy initialisation outside the capture
-                for _ in range(2):
-                    self._decode_fast(self._sample_fast(static_cls, seed=static_seed))
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_ids = self._sample_fast(static_cls, seed=static_seed)
-                static_images = self._decode_fast(static_ids).float().clamp(0.0, 1.0)
-            self._graphs[b] = (graph, static_cls, static_seed, static_ids, static_images)
-        graph, static_cls, static_seed, static_ids, static_images = self._graphs[b]
-        static_cls.copy_(cls)
-        static_seed.fill_(seed)
-        graph.replay()
-        return (static_images if decode else static_ids).clone()
+    if next(module.parameters()).dtype == dtype:
+        return module
+    clone = copy.deepcopy(module).to(dtype)
+    if getattr(clone, "quantize", None) is not None:
+        clone.quantize.float()  # the vector quantizer (codebook and distances) stays fp32
+    return clone
 
 
-def describe(pipeline: Pipeline) -> dict:
-    """What a pipeline runs: mode, dtype, device, sampler settings (for result files)."""
-    return {"mode": pipeline.mode, "dtype": str(pipeline.dtype).replace("torch.", ""),
-            "device": str(pipeline.device), "cuda_graph": pipeline.cuda_graph,
-            "sampler": dataclasses.asdict(pipeline.sampler)}
+def _has_generator(name: str) -> bool:
+    from titok.configs import get_variant
+
+    return get_variant(name).generator is not None
+

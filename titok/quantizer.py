@@ -2,8 +2,9 @@
 
 The vector quantizer always runs in fp32 (autocast off), as the official one:
 optional l2 normalisation of z and of the codebook, distance |z|^2 + |e|^2 - 2 z.e,
-argmin (first index on ties), and the looked-up entry re-normalised. The lookup is
-`titok_kernels.nearest_code` (torch backend on CPU = the official arithmetic; Triton on CUDA).
+argmin (first index on ties), and the looked-up entry re-normalised. The nearest-code search
+is the pure-torch reference (`titok_kernels.reference.nearest_code_torch`, the official
+arithmetic) unless a caller passes another search (the fast runtime passes the fused op).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from titok_kernels.nearest_code import nearest_code
+from titok_kernels.reference import nearest_code_torch
 
 
 class VectorQuantizer(nn.Module):
@@ -26,12 +27,14 @@ class VectorQuantizer(nn.Module):
         return F.normalize(z, dim=-1) if self.use_l2_norm else z
 
     @torch.autocast("cuda", enabled=False)
-    def forward(self, z: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-        """z (B, C, 1, K) -> (z_quantized (B, C, 1, K) fp32, indices (B, K) int64)."""
+    def forward(self, z: torch.Tensor, nearest=nearest_code_torch) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, C, 1, K) -> (z_quantized (B, C, 1, K) fp32, indices (B, K) int64).
+
+        nearest(rows, codebook, l2_normalize=...) -> indices: the nearest-code search."""
         z = z.float()
         b, c, h, w = z.shape
         rows = z.permute(0, 2, 3, 1).reshape(-1, c)
-        indices = nearest_code(rows, self.embedding.weight, l2_normalize=self.use_l2_norm, backend=backend)
+        indices = nearest(rows, self.embedding.weight, l2_normalize=self.use_l2_norm)
         z_q = self.lookup(indices).view(b, h, w, c)
         z = z.permute(0, 2, 3, 1)
         if self.use_l2_norm:

@@ -35,16 +35,27 @@ class TiTokTokenizer(nn.Module):
     def num_tokens(self) -> int:
         return self.cfg.num_latent_tokens
 
+    @property
+    def codebook_size(self) -> int:
+        """Discrete codes of the token space; 0 for continuous (VAE) tokens."""
+        return self.cfg.codebook_size if self.cfg.quantize_mode == "vq" else 0
+
+    @property
+    def image_size(self) -> int:
+        return self.cfg.image_size
+
     # ---- encode ------------------------------------------------------------------------------
     def encoder_out(self, images: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1] -> encoder output before quantization (B, C, 1, K)."""
         return self.encoder(images, self.latent_tokens)
 
-    def quantize_latents(self, z: torch.Tensor, *, sample: bool = False,
-                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Encoder output -> (z_quantized (B, C, 1, K), token ids (B, K) or None for VAE models)."""
+    def quantize_latents(self, z: torch.Tensor, *, sample: bool = False, generator: torch.Generator | None = None,
+                         nearest=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Encoder output -> (z_quantized (B, C, 1, K), token ids (B, K) or None for VAE models).
+
+        nearest: the nearest-code search (default: the pure-torch reference)."""
         if self.cfg.quantize_mode == "vq":
-            return self.quantize(z)
+            return self.quantize(z) if nearest is None else self.quantize(z, nearest)
         return gaussian_tokens(z, sample=sample, generator=generator), None
 
     def encode(self, images: torch.Tensor, *, sample: bool = False,
@@ -77,6 +88,14 @@ class TiTokTokenizer(nn.Module):
         if self.cfg.two_stage:
             decoded = self.pixel_decoder(self.proxy_latents(decoded))
         return decoded
+
+    def decode_stages(self, z_quantized: torch.Tensor) -> dict:
+        """Each stage of `decode` alone on fixed inputs (benchmarks): vit_decoder, and pixel_decoder when two-stage."""
+        stages = {"vit_decoder": lambda: self.decoder(z_quantized)}
+        if self.cfg.two_stage:
+            proxy = self.decoder(z_quantized)
+            stages["pixel_decoder"] = lambda: self.pixel_decoder(self.proxy_latents(proxy))
+        return stages
 
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Validate tokens for this model: ids in the codebook (B, K), or VAE tokens (B, C, 1, K) finite."""
