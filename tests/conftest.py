@@ -1,10 +1,13 @@
-"""Test set-up: Triton runs under its CPU interpreter when no GPU is present, and every test is seeded."""
+"""Test set-up: Triton runs under its CPU interpreter when no GPU is present, every test is seeded, and the
+golden models of tests/data/ load by name."""
+import json
 import os
+from pathlib import Path
 
 import torch
 
 if not torch.cuda.is_available():
-    # Must be set before any @triton.jit kernel is defined (at import of kernels.*).
+    # Must be set before any @triton.jit kernel is defined (at import of titok_kernels.*).
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
@@ -27,19 +30,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-# ---- the official reference data (shared/reference beside the repository) -----------------------
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-REFERENCE_DIR = Path(os.environ.get("TITOK_REFERENCE_DIR",
-                                    Path(__file__).resolve().parents[2] / "shared" / "reference"))
-GOLDEN_DIR = REFERENCE_DIR / "goldens"
+# ---- golden data from the official TiTok code (tests/data, made by tests/data/regenerate_goldens.py) ----
+DATA_DIR = Path(__file__).resolve().parent / "data"
 
 
 def golden_path(name: str) -> Path:
-    path = GOLDEN_DIR / name
+    path = DATA_DIR / name
     if not path.exists():
-        raise FileNotFoundError(f"reference data missing: {path} (set TITOK_REFERENCE_DIR to shared/reference)")
+        raise FileNotFoundError(f"golden file missing: {path} (tests/data/ is part of the repository; "
+                                "tests/data/regenerate_goldens.py re-derives its outputs)")
     return path
 
 
@@ -57,13 +56,13 @@ def golden_tokenizer(name: str):
 
 
 def golden_generator(name: str):
-    """(generator, sampler config, io tensors) from the golden files."""
+    """(generator, its sampler config (`generator.cfg.sampler`), io tensors) from the golden files."""
     from safetensors.torch import load_file
 
     from titok.configs import generator_config_from_official
     from titok.loading import build_generator_model, load_strict
 
-    gcfg, scfg = generator_config_from_official(json.loads(golden_path(f"{name}.config.json").read_text()))
+    gcfg = generator_config_from_official(json.loads(golden_path(f"{name}.config.json").read_text()))
     model = build_generator_model(gcfg, "meta").to_empty(device="cpu")
     load_strict(model, load_file(golden_path(f"{name}.generator.safetensors")), part="generator", label=name)
-    return model.eval(), scfg, load_file(golden_path(f"{name}.generator.io.safetensors"))
+    return model.eval(), gcfg.sampler, load_file(golden_path(f"{name}.generator.io.safetensors"))

@@ -1,20 +1,24 @@
-"""The reference model against the official release: state-dict manifests and golden outputs."""
-import json
+"""The reference model against the official release: state-dict manifests and golden outputs.
+
+The manifests (titok/manifests/, packaged: the loader names variants with them) are
+the official checkpoints' keys and shapes; tests/data/manifests.sha256 pins their
+bytes, so that they cannot be edited to fit the model. The goldens are in tests/data/.
+"""
+import hashlib
 
 import pytest
 import torch
 
 import titok
-from conftest import REFERENCE_DIR, golden_generator, golden_tokenizer
+from conftest import DATA_DIR, golden_generator, golden_tokenizer
 from titok.configs import VARIANTS, SamplerConfig
-from titok.loading import build_generator_model, build_tokenizer
+from titok.loading import MANIFEST_DIR, build_generator_model, build_tokenizer, manifest
 
 RELEASED = [v for v in VARIANTS.values() if v.manifest is not None]
 
 
 def _manifest(stem: str, part: str) -> list:
-    path = REFERENCE_DIR / "manifests" / f"{stem}.{part}.json"
-    return [(k, tuple(s)) for k, s in json.loads(path.read_text()).items()]
+    return list(manifest(stem, part).items())
 
 
 @pytest.mark.parametrize("variant", RELEASED, ids=lambda v: v.name)
@@ -31,11 +35,11 @@ def test_generator_state_dict_matches_manifest(variant):
     assert got == _manifest(variant.manifest, "generator")
 
 
-def test_packaged_manifests_equal_reference():
-    from titok.loading import MANIFEST_DIR
-
-    for path in sorted((REFERENCE_DIR / "manifests").glob("*.json")):
-        assert json.loads((MANIFEST_DIR / path.name).read_text()) == json.loads(path.read_text()), path.name
+def test_packaged_manifests_match_checksums():
+    pinned = dict(reversed(line.split()) for line in (DATA_DIR / "manifests.sha256").read_text().splitlines())
+    assert sorted(p.name for p in MANIFEST_DIR.glob("*.json")) == sorted(pinned)
+    for name, digest in pinned.items():
+        assert hashlib.sha256((MANIFEST_DIR / name).read_bytes()).hexdigest() == digest, name
 
 
 @pytest.mark.parametrize("name", ["titok-l-64-512", "titok-b-128-512"])

@@ -353,7 +353,7 @@ def _register() -> dict[str, Variant]:
 
 VARIANTS: dict[str, Variant] = _register()
 
-# Small configurations for tests: the shapes of the reference goldens (shared/reference/goldens).
+# Small configurations for tests: the shapes of the golden models in tests/data.
 TINY_TOKENIZER = TokenizerConfig(image_size=64, enc_size="tiny", dec_size="tiny", num_latent_tokens=8,
                                  token_size=12, codebook_size=64, pixel_hidden_channels=32)
 TINY_GENERATOR = GeneratorConfig("ViT", 64, 2, 4, 128, image_seq_len=8, codebook_size=64, num_classes=10)

@@ -1,4 +1,4 @@
-"""MaskGIT-VQGAN: the 2D conv tokenizer whose decoder turns TiTok's proxy codes into pixels.
+"""MaskGIT-VQGAN decoder: turns TiTok's proxy codes (the 2D VQGAN's code ids, or soft codes) into pixels.
 
 Same module tree and state-dict names as the official code (itself from open-muse),
 including its quirks, which the released weights depend on:
@@ -6,7 +6,8 @@ including its quirks, which the released weights depend on:
 - a ResnetBlock whose channel count changes applies its 1x1 `nin_shortcut` to the
   block's *output*, not to its input (so the shortcut maps out->out channels);
 - no attention layers; GroupNorm(32, eps 1e-6) + SiLU; nearest-neighbour 2x upsampling.
-The encoder produces the 2D proxy codes the paper trains TiTok on (16x16 at 256px).
+Only the codebook and the decoder are here: TiTok's two-stage models and the
+MaskGIT baseline (titok_bench.baselines.maskgit) use nothing else of the VQGAN.
 """
 from __future__ import annotations
 
@@ -56,21 +57,6 @@ class ResnetBlock(nn.Module):
         return h + residual
 
 
-class DownsamplingBlock(nn.Module):
-    def __init__(self, hidden: int, level: int):
-        super().__init__()
-        mult_in = (1,) + CHANNEL_MULT
-        block_in, block_out = hidden * mult_in[level], hidden * CHANNEL_MULT[level]
-        self.block = nn.ModuleList(
-            [ResnetBlock(block_in if i == 0 else block_out, block_out) for i in range(NUM_RES_BLOCKS)])
-        self.downsample = level != len(CHANNEL_MULT) - 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for res in self.block:
-            x = res(x)
-        return F.avg_pool2d(x, kernel_size=2, stride=2) if self.downsample else x
-
-
 class UpsamplingBlock(nn.Module):
     def __init__(self, hidden: int, level: int):
         super().__init__()
@@ -89,27 +75,6 @@ class UpsamplingBlock(nn.Module):
         if self.add_upsample:
             x = self.upsample_conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
         return x
-
-
-class PixelEncoder(nn.Module):
-    """Images (B, 3, H, W) in [0, 1] -> latents (B, 256, H/16, W/16)."""
-
-    def __init__(self, hidden: int = 128):
-        super().__init__()
-        self.conv_in = Conv2dSame(3, hidden, kernel_size=3, bias=False)
-        self.down = nn.ModuleList([DownsamplingBlock(hidden, i) for i in range(len(CHANNEL_MULT))])
-        mid = hidden * CHANNEL_MULT[-1]
-        self.mid = nn.ModuleList([ResnetBlock(mid, mid) for _ in range(NUM_RES_BLOCKS)])
-        self.norm_out = nn.GroupNorm(32, mid, eps=1e-6)
-        self.conv_out = Conv2dSame(mid, Z_CHANNELS, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
-        for block in self.down:
-            x = block(x)
-        for block in self.mid:
-            x = block(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
 
 
 class PixelDecoder(nn.Module):
@@ -135,41 +100,53 @@ class PixelDecoder(nn.Module):
 
 
 class PixelQuantizer(nn.Module):
-    """The VQGAN codebook (1024 x 256): nearest-code lookup and code -> latent."""
+    """The VQGAN codebook (1024 x 256): code -> latent."""
 
     def __init__(self, num_codes: int = NUM_CODES, dim: int = Z_CHANNELS):
         super().__init__()
         self.embedding = nn.Embedding(num_codes, dim)
-
-    def encode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents (B, 256, h, w) -> code indices (B, h, w), official distance formula (first index on ties)."""
-        from titok_kernels.nearest_code import nearest_code
-
-        b, c, h, w = latents.shape
-        flat = latents.permute(0, 2, 3, 1).reshape(-1, c)
-        indices = nearest_code(flat, self.embedding.weight, l2_normalize=False)
-        return indices.view(b, h, w)
 
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """Code indices (B, h, w) -> latents (B, 256, h, w)."""
         return self.embedding(indices).permute(0, 3, 1, 2)
 
 
-class MaskGITVQGAN(nn.Module):
-    """The standalone MaskGIT-VQGAN tokenizer (encoder, quantizer, decoder): the paper's 2D proxy codes."""
+class VQGANTokenDecoder(nn.Module):
+    """MaskGIT-VQGAN codes on a square grid (B, g*g) -> pixels: the token decoder of the MaskGIT baseline.
 
-    def __init__(self, hidden: int = 128):
+    Gives what `titok.pipeline.Pipeline` needs of a decoder, like a TiTok tokenizer does, so the
+    baseline is a `Pipeline` (MaskGIT-ViT generator over these codes) and not a second sampling loop.
+    """
+
+    def __init__(self, grid: int, num_codes: int = NUM_CODES, hidden: int = 128):
         super().__init__()
-        self.encoder = PixelEncoder(hidden)
-        self.decoder = PixelDecoder(hidden)
-        self.quantize = PixelQuantizer()
+        self.grid = grid
+        self.quantize = PixelQuantizer(num_codes, Z_CHANNELS)
+        self.pixel_decoder = PixelDecoder(hidden)
 
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1] -> proxy codes (B, H/16, W/16)."""
-        return self.quantize.encode(self.encoder(images))
+    @property
+    def num_tokens(self) -> int:
+        return self.grid * self.grid
 
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Proxy codes (B, h, w) -> images (B, 3, 16h, 16w) clamped to [0, 1] (as the official decode)."""
-        return self.decoder(self.quantize.decode(codes)).clamp(0.0, 1.0)
+    @property
+    def codebook_size(self) -> int:
+        return self.quantize.embedding.num_embeddings
+
+    @property
+    def image_size(self) -> int:
+        return 16 * self.grid  # the decoder upsamples 16x
+
+    def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        from titok.images import check_tokens
+
+        return check_tokens(tokens, self.num_tokens, self.codebook_size)
+
+    def tokens_to_latents(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Code ids (B, g*g) -> latents (B, 256, g, g): a codebook lookup (MaskGIT decodes hard codes)."""
+        return self.quantize.decode(tokens.reshape(tokens.shape[0], self.grid, self.grid))
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.pixel_decoder(latents)
+
+    def decode_stages(self, latents: torch.Tensor) -> dict:
+        return {"pixel_decoder": lambda: self.pixel_decoder(latents)}
