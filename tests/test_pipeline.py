@@ -34,7 +34,7 @@ def _run_all(pipe, cls, noise, images):
 
 def _parity(tok, gen, sampler, batch, seed=3):
     ref = Pipeline(tok, gen, mode="reference", sampler=sampler)
-    fast = Pipeline(tok, gen, mode="fast", sampler=sampler)
+    fast = Pipeline(tok, gen, mode="fast", sampler=sampler, dtype=torch.float32)
     cls = torch.arange(batch) % gen.cfg.num_classes
     noise = draw_noise(batch, gen.cfg.image_seq_len, gen.cfg.codebook_size, sampler.num_steps, seed=seed)
     images = torch.rand(2, 3, tok.cfg.image_size, tok.cfg.image_size)
@@ -86,7 +86,7 @@ def test_fast_with_forced_triton_runs_attention_kernel():
     os.environ["TITOK_KERNEL_BACKEND"] = "triton"
     try:
         reset_launch_counts()
-        fast = Pipeline(tok, None, mode="fast")
+        fast = Pipeline(tok, None, mode="fast", dtype=torch.float32)
         assert (fast.decode_tokens(tokens) - expected_images).abs().max() <= 1e-4
         assert torch.equal(fast.encode(images), expected_ids)
         assert launch_counts().get("concat_attention", 0) >= 2 * 2  # every layer of the decoder and encoder
@@ -100,7 +100,7 @@ def test_fast_with_forced_triton_runs_attention_kernel():
 
 def test_fast_equals_reference_single_stage_decoder():
     tok, _ = golden_tokenizer("tiny_single_stage")
-    fast, ref = Pipeline(tok, None, mode="fast"), Pipeline(tok, None, mode="reference")
+    fast, ref = Pipeline(tok, None, mode="fast", dtype=torch.float32), Pipeline(tok, None, mode="reference")
     tokens = torch.randint(0, tok.cfg.codebook_size, (3, tok.cfg.num_latent_tokens))
     assert (ref.decode_tokens(tokens) - fast.decode_tokens(tokens)).abs().max() <= 1e-4
 
@@ -115,7 +115,7 @@ def test_maskgit_baseline_is_a_pipeline():
     gen_cfg = GeneratorConfig("ViT", 64, 2, 4, 128, image_seq_len=16, codebook_size=64, num_classes=10,
                               sampler=SamplerConfig(4, 4.5, "linear", randomize_temperature=9.5))
     gen = init_random_weights(build_generator(gen_cfg), 1).eval()
-    ref, fast = Pipeline(decoder, gen, mode="reference"), Pipeline(decoder, gen, mode="fast")
+    ref, fast = Pipeline(decoder, gen, mode="reference"), Pipeline(decoder, gen, mode="fast", dtype=torch.float32)
     cls = torch.tensor([0, 9])
     noise = draw_noise(2, 16, 64, 4, seed=1)
     ids = ref.generate_tokens(cls, noise=noise)
@@ -128,7 +128,7 @@ def test_maskgit_baseline_is_a_pipeline():
 def test_fast_without_seed_draws_from_torch_generator():
     tok, _ = golden_tokenizer("tiny_legacy")
     gen, _, _ = golden_generator("tiny_vit")
-    fast = Pipeline(tok, gen, mode="fast")
+    fast = Pipeline(tok, gen, mode="fast", dtype=torch.float32)
     cls = torch.tensor([1, 2, 3])
     assert not torch.equal(fast.generate_tokens(cls), fast.generate_tokens(cls))
     torch.manual_seed(11)
@@ -157,6 +157,55 @@ def test_compile_runtime_compiles_generator_once_across_batch_sizes():
         comp.generate(cls, seed=0)
     assert counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("has_units, expected", [(True, torch.bfloat16), (False, torch.float32)])
+def test_fast_dtype_on_cpu_follows_bf16_matrix_units(monkeypatch, has_units, expected):
+    import titok.runtimes
+
+    monkeypatch.setattr(titok.runtimes, "cpu_has_bf16_matmul", lambda: has_units)
+    tok, _ = golden_tokenizer("tiny_legacy")
+    fast = Pipeline(tok, None, mode="fast")
+    assert fast.dtype == expected and ("without" in fast.dtype_reason) == (not has_units)
+    assert fast.decoder.quantize.embedding.weight.dtype == torch.float32  # the quantizer stays fp32
+    assert Pipeline(tok, None, mode="reference").dtype == torch.float32
+    assert Pipeline(tok, None, mode="fast", dtype=torch.float32).dtype == torch.float32
+
+
+def test_cpu_bf16_env_override(monkeypatch):
+    from titok.runtimes import cpu_has_bf16_matmul
+
+    monkeypatch.setenv("TITOK_CPU_BF16", "0")
+    assert not cpu_has_bf16_matmul()
+    monkeypatch.setenv("TITOK_CPU_BF16", "1")
+    assert cpu_has_bf16_matmul()
+
+
+def test_fast_bfloat16_on_cpu_stays_close_to_fp32_reference():
+    """bf16 fast pipeline end to end on the golden tiny models, against the fp32 reference. Bounds: the
+    error of plain torch in bf16 (the reference pipeline run in bf16) sets the scale, as for the kernels:
+    decoded images of the same tokens within twice its mean error (+1e-3) and above 30 dB PSNR; greedy
+    sampling (temperature 0, same noise) and the encoder agree on >= 75% of tokens."""
+    from titok.images import psnr
+
+    tok, _ = golden_tokenizer("tiny_legacy")
+    gen, sampler, _ = golden_generator("tiny_vit")
+    greedy = dataclasses.replace(sampler, randomize_temperature=0.0)
+    ref = Pipeline(tok, gen, mode="reference", sampler=greedy)
+    ref_bf16 = Pipeline(tok, gen, mode="reference", sampler=greedy, dtype=torch.bfloat16)
+    fast = Pipeline(tok, gen, mode="fast", sampler=greedy, dtype=torch.bfloat16)
+    cls = torch.arange(8) % 10
+    noise = draw_noise(8, 8, 64, sampler.num_steps, seed=2)
+    ids_ref, ids_fast = ref.generate_tokens(cls, noise=noise), fast.generate_tokens(cls, noise=noise)
+    assert (ids_ref == ids_fast).float().mean() >= 0.75
+    tokens = torch.randint(0, 64, (8, 8))
+    exact = ref.decode_tokens(tokens)
+    fast_err = (fast.decode_tokens(tokens) - exact).abs().mean()
+    assert fast_err <= 2 * (ref_bf16.decode_tokens(tokens) - exact).abs().mean() + 1e-3
+    assert psnr(fast.decode_tokens(tokens), exact).min() >= 30.0
+    images = torch.rand(4, 3, 64, 64)
+    assert (ref.encode(images) == fast.encode(images)).float().mean() >= 0.75
+    assert fast.generate(cls[:2], seed=0).dtype == torch.float32
 
 
 def test_uvit_forward_in_bfloat16():
@@ -194,7 +243,7 @@ def test_fast_loop_step_compiles_fullgraph():
     """One step of the fast loop (batched-guidance forward + the fused step) has no graph break."""
     gen, sampler, _ = golden_generator("tiny_vit")
     tok, _ = golden_tokenizer("tiny_legacy")
-    fast = Pipeline(tok, gen, mode="fast", sampler=sampler)
+    fast = Pipeline(tok, gen, mode="fast", sampler=sampler, dtype=torch.float32)
     s = fast.scheduler.steps[3]
     assert s.guided
 

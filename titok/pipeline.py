@@ -23,7 +23,7 @@ from titok.configs import SamplerConfig
 from titok.errors import TiTokInputError
 from titok.images import check_images
 from titok.loading import check_compatible
-from titok.runtimes import RUNTIMES, CUDAGraphs
+from titok.runtimes import RUNTIMES, CUDAGraphs, default_dtype
 from titok.sampler import check_class_ids
 from titok.scheduler import MaskGITScheduler, draw_noise
 
@@ -36,7 +36,8 @@ class Pipeline:
 
     mode: a runtime name in MODES; runtime_options: keyword arguments of its runtime class
     (e.g. `{"compile_backend": "eager"}` for "compile").
-    dtype: default bf16 for "fast" on CUDA, fp32 otherwise (the quantizer and sampling math stay fp32).
+    dtype: default (`titok.runtimes.default_dtype`) bf16 for "fast" on CUDA and on CPUs with native bf16
+    matrix units, fp32 otherwise; the quantizer and the sampling math stay fp32. `dtype_reason` says why.
     """
 
     def __init__(self, decoder, generator=None, *, mode="reference", scheduler: MaskGITScheduler | None = None,
@@ -49,7 +50,7 @@ class Pipeline:
             check_compatible(decoder, generator)
         self.device = next(decoder.parameters()).device
         on_cuda = self.device.type == "cuda"
-        self.dtype = dtype or (torch.bfloat16 if runtime_cls.name == "fast" and on_cuda else torch.float32)
+        self.dtype, self.dtype_reason = (dtype, "given") if dtype else default_dtype(runtime_cls.name, self.device)
         self.decoder = _cast(decoder, self.dtype)
         self.generator = _cast(generator, self.dtype) if generator is not None else None
         if scheduler is None and generator is not None:
@@ -154,7 +155,8 @@ class Pipeline:
 
     def describe(self) -> dict:
         """What this pipeline runs: mode, dtype, device, sampler settings (for result files)."""
-        return {"mode": self.mode, "dtype": str(self.dtype).replace("torch.", ""), "device": str(self.device),
+        return {"mode": self.mode, "dtype": str(self.dtype).replace("torch.", ""), "dtype_reason": self.dtype_reason,
+                "device": str(self.device),
                 "cuda_graph": self.graphs is not None,
                 "sampler": dataclasses.asdict(self.sampler) if self.sampler is not None else None}
 
