@@ -1,20 +1,33 @@
-"""bench/sampling.py: FLOP counts, projection arithmetic, the result schema, OOM handling, the CPU notice.
+"""bench/sampling.py and its harness: FLOP counts, projection, interleaved timing, speed-ups, warnings, the result
+schema, OOM rows, tables and plots, and the command line's errors (one line, exit 2), Ctrl-C (exit 130).
 
-Runs on CPU in well under a minute: the harness runs on the small "tiny-*" models (same code as
-the real ones: TiTok pipeline, MaskGIT baseline, diffusers DiT + AutoencoderKL), and the real
-models' FLOP counts are checked against hand arithmetic, not by running them.
+Runs on CPU in about a minute: the harness runs the small "tiny-*" models (same code as the real ones: TiTok
+pipeline, the MaskGIT baseline as a Pipeline, diffusers DiT + AutoencoderKL), and the real models' FLOP counts
+are checked against hand arithmetic, not by running them.
 """
+import contextlib
+import io
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
 from titok_bench import sampling
-from titok_bench.common import ENVIRONMENT_SCHEMA, is_out_of_memory
+from titok_bench.harness import measure, report
+from titok_bench.harness.env import busy_warnings, is_out_of_memory
+from titok_bench.harness.models import SPECS, ModelSpec
+from titok_bench.harness.nvml import NvmlMonitor
+from titok_bench.harness.results import ENVIRONMENT_SCHEMA
+from titok_bench.harness.timing import pair_ratios
 
 jsonschema = pytest.importorskip("jsonschema")
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(sampling.SCHEMA_PATH) as _f:
     SCHEMA = json.load(_f)
 
@@ -107,11 +120,12 @@ def test_baseline_flop_formulas_match_torch_counter():
             == transformer_forward_flops(cfg)
         assert _counted_flops(lambda: vae.decode(x)) == vae_decoder_flops(cfg)
 
-    gen, quant, dec = build_maskgit(TINY_MASKGIT)
+    decoder, gen = build_maskgit(TINY_MASKGIT)
     ids = torch.randint(0, 64, (1, 16))
     assert _counted_flops(lambda: gen(ids, torch.tensor([3]), cond_drop_prob=0.0)) == \
         generator_forward_flops(TINY_MASKGIT.generator)
-    assert _counted_flops(lambda: dec(quant.decode(ids.view(1, 4, 4)))) == maskgit_flops(TINY_MASKGIT)["pixel_decoder"]
+    assert _counted_flops(lambda: decoder.decode(decoder.tokens_to_latents(ids))) == \
+        maskgit_flops(TINY_MASKGIT)["pixel_decoder"]
 
 
 def test_dit_xl2_flops_match_the_dit_paper():
@@ -132,101 +146,45 @@ def test_projection_arithmetic():
     from titok.flops import generator_forwards
 
     # DiT: 1 of 250 steps timed (2 s of sampling), decode 3 s -> 3 + 2 * 250 s.
-    assert sampling.project_ms(2000.0, 3000.0, 1, 250) == pytest.approx(503_000.0)
-    assert sampling.project_ms(10.0, 5.0, 2, 250) == pytest.approx(1255.0)
-    assert sampling.project_ms(7.0, 1.0, 4, 4) == pytest.approx(8.0)        # nothing to project
+    assert measure.project_ms(2000.0, 3000.0, 1, 250) == pytest.approx(503_000.0)
+    assert measure.project_ms(10.0, 5.0, 2, 250) == pytest.approx(1255.0)
+    assert measure.project_ms(7.0, 1.0, 4, 4) == pytest.approx(8.0)        # nothing to project
     # MaskGIT samplers project in generator forwards: linear decay (step 0 unguided), power-cosine (all guided).
     linear = SamplerConfig(64, 4.5, "linear")
     assert generator_forwards(SamplerConfig(2, 4.5, "linear"), 128) == 3
     assert generator_forwards(linear, 128) == 127
-    assert sampling.project_ms(30.0, 0.0, 3, 127) == pytest.approx(1270.0)
+    assert measure.project_ms(30.0, 0.0, 3, 127) == pytest.approx(1270.0)
     cosine = SamplerConfig(64, 6.9, "power-cosine")
     assert generator_forwards(SamplerConfig(2, 6.9, "power-cosine"), 128) == 4
     assert generator_forwards(cosine, 128) == 128
     with pytest.raises(ValueError):
-        sampling.project_ms(1.0, 1.0, 0, 10)
+        measure.project_ms(1.0, 1.0, 0, 10)
     with pytest.raises(ValueError):
-        sampling.project_ms(1.0, 1.0, 5, 4)
+        measure.project_ms(1.0, 1.0, 5, 4)
 
 
-def test_projected_row_wiring(monkeypatch):
-    """A projected row: times of N steps + decode -> the projected latency, samples/s and labels."""
-    spec = sampling.SPECS["tiny-dit"]
-    models = spec.build("cpu")
-    # 2 iterations: sampling 100 / 120 ms for 1 of 4 steps, decode 50 / 50 ms.
-    monkeypatch.setattr(sampling, "time_chain", lambda fns, **kw: [[100.0, 120.0], [50.0, 50.0]])
-    settings = sampling.Settings(device=torch.device("cpu"), iters=2, warmup=0, stages=False, stage_iters=1,
-                                 stage_warmup=0, tf32=True)
-    row = sampling.measure(spec, models, mode="reference", dtype=None, batch=2, settings=settings,
-                           monitor=sampling.NvmlMonitor("cpu"), project_steps=1, protocol="paper")
-    assert row["status"] == "ok", row["message"]
-    assert row["projected_from_steps"] == 1 and row["full_steps"] == 4 and row["steps"] == 1
-    assert row["latency_ms"]["p50_ms"] == pytest.approx(50.0 + 110.0 * 4)  # median of 450 and 530
-    assert row["samples_per_s"] == pytest.approx(2 / 0.49)
-    assert row["projection"]["measured_units"] == 1 and row["projection"]["full_units"] == 4
-    assert row["tf32"] is False                                            # TF32 only applies on CUDA
-    assert row["peak_memory_bytes"] is None and row["fraction_of_peak"] is None
+# ---- the row loop: interleaving, speed-ups, warnings --------------------------------------------------------
 
-
-# ---- runs of the harness: schema, CPU notice, OOM ---------------------------------------------------
-
-@pytest.fixture(scope="module")
-def oom_run(tmp_path_factory):
-    """tiny-titok at batch 2 then 1, where batch 2 runs out of memory in the MaskGIT-VQGAN pixel decoder."""
-    out = tmp_path_factory.mktemp("run") / "result.json"
-    png = out.with_suffix(".png")
-    original = sampling.SPECS["tiny-titok"].build
-
-    def build(device, checkpoint_dir=None):
-        tokenizer, generator = original(device, checkpoint_dir)
-        pixel_decoder = tokenizer.pixel_decoder
-        real = pixel_decoder.forward
-
-        def forward(x):  # the MaskGIT-VQGAN decoder stage runs out of memory at batch 2
-            if x.shape[0] == 2:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
-            return real(x)
-
-        pixel_decoder.forward = forward
-        return tokenizer, generator
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(sampling.SPECS["tiny-titok"], "build", build)
-    try:
-        import contextlib
-        import io
-
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            code = sampling.main(["--model", "tiny-titok", "--pipelines", "fast", "--batch-sizes", "2,1", *FAST,
-                                  "--out", str(out), "--plot", str(png), "--device", "cpu"])
-    finally:
-        mp.undo()
-    return code, buf.getvalue(), json.loads(out.read_text()), png
-
-
-def test_oom_is_recorded_and_the_run_goes_on(oom_run):
-    code, text, payload, _ = oom_run
-    rows = payload["results"]
-    assert [r["batch_size"] for r in rows] == [2, 1]
-    assert [r["status"] for r in rows] == ["oom", "ok"]
-    assert "out of memory" in rows[0]["message"].lower() and rows[0]["samples_per_s"] is None
-    assert rows[1]["samples_per_s"] > 0
-    assert code == 0                                   # OOM is a result, not a failure of the harness
-    assert "OOM" in text
+def _settings(**kw):
+    base = dict(device=torch.device("cpu"), iters=2, warmup=0, stages=False, stage_iters=1, stage_warmup=0,
+                tf32=True)
+    return measure.Settings(**{**base, **kw})
 
 
 class _FakeRunner:
-    """A runner without a model: generate / a stage raise what they are given."""
+    """A runner without a model: generate appends to `log` (or raises what it is given)."""
 
-    family, dtype, cuda_graph, steps = "titok", torch.float32, False, 4
+    dtype, cuda_graph, steps = torch.float32, False, 4
 
-    def __init__(self, fail=None, stage_fail=None):
-        self.fail, self.stage_fail = fail, stage_fail
+    def __init__(self, name="a", log=None, fail=None, stage_fail=None, sleep=0.0):
+        self.name, self.log, self.fail, self.stage_fail, self.sleep = name, log, fail, stage_fail, sleep
 
     def generate(self, class_ids):
         if self.fail is not None:
             raise self.fail
+        if self.log is not None:
+            self.log.append(self.name)
+        time.sleep(self.sleep)
         return class_ids
 
     def flops(self):
@@ -241,34 +199,107 @@ class _FakeRunner:
         return {"generator_forwards": lambda: None, "pixel_decoder": broken if self.stage_fail else (lambda: None)}
 
 
+def _fake_spec(make_runner):
+    return ModelSpec("fake", "fake", "titok", 64, build=lambda *a: None,
+                     runner=lambda models, mode, dtype, steps, cuda_graph: make_runner(mode))
+
+
+def _group(spec, modes, settings, batch=1):
+    jobs = [measure.Job(spec, m, None, batch) for m in modes]
+    return measure.measure_group(jobs, {"fake": (4,)}, settings, NvmlMonitor("cpu"),
+                                 lambda r: r["pipeline"] == "reference")
+
+
+def test_pipelines_are_timed_interleaved_and_speedup_is_median_of_pair_ratios():
+    log = []
+    runners = {"reference": _FakeRunner("ref", log, sleep=0.004), "fast": _FakeRunner("fast", log, sleep=0.001)}
+    rows = _group(_fake_spec(lambda mode: runners[mode]), ["reference", "fast"], _settings(iters=3, warmup=1))
+    assert log == ["ref", "fast"] + ["ref", "fast"] * 3         # warm-ups (per job), then A B A B A B
+    ref, fast = rows
+    assert len(ref["iteration_ms"]) == len(fast["iteration_ms"]) == 3
+    expected = pair_ratios(ref["iteration_ms"], fast["iteration_ms"])
+    assert fast["speedup"] == {"baseline": "fake reference", **expected} and expected["pairs"] == 3
+    assert fast["speedup"]["p20"] <= fast["speedup"]["p50"] <= fast["speedup"]["p80"]
+    assert fast["speedup"]["p50"] > 1.5 and ref["speedup"]["p50"] == pytest.approx(1.0)
+    assert ref["cpu_usage"]["wall_s"] > 0 and ref["cpu_usage"] is fast["cpu_usage"]
+
+
+def test_pair_ratios():
+    got = pair_ratios([10.0, 20.0, 30.0, 40.0, 50.0], [5.0, 5.0, 10.0, 10.0, 50.0])
+    # ratios 2, 4, 3, 4, 1 -> sorted 1 2 3 4 4: median 3, p20 = 1 + 0.8 * 1, p80 = 4
+    assert got == {"p50": 3.0, "p20": pytest.approx(1.8), "p80": 4.0, "pairs": 5}
+    assert pair_ratios([], []) is None
+
+
+def test_busy_and_stage_warnings():
+    idle = {"device_type": "cpu", "cpu_share": 0.97, "threads": 2, "load_avg_1m": 2.1, "cores": 2}
+    assert busy_warnings(idle) == []
+    busy = {**idle, "cpu_share": 0.4, "load_avg_1m": 5.0}
+    texts = busy_warnings(busy)
+    assert len(texts) == 2 and "40%" in texts[0] and "load average 5.0" in texts[1]
+    row = {"stages": {"a": {"ms": 40.0}, "b": {"ms": 30.0}}, "latency_ms": {"p50_ms": 100.0}, "cuda_graph": False}
+    assert "-30%" in measure.stage_warning(row)
+    row["stages"]["b"]["ms"] = 50.0
+    assert measure.stage_warning(row) is None                 # within 25%
+
+
+def test_projected_row_wiring(monkeypatch):
+    """A projected row: times of N steps + decode -> the projected latency, samples/s and labels."""
+    spec = SPECS["tiny-dit"]
+    models = spec.build("cpu")
+
+    class Watch:  # 2 iterations: sampling 100 / 120 ms for 1 of 4 steps, decode 50 / 50 ms
+        records = iter([[100.0, 50.0], [120.0, 50.0]])
+
+        def __init__(self, device):
+            pass
+
+        def run(self, fns):
+            return next(self.records)
+
+        def read(self, record):
+            return record
+
+        def sync(self):
+            pass
+
+    monkeypatch.setattr(measure, "Stopwatch", Watch)
+    job = measure.Job(spec, "reference", None, 2, "paper", project_steps=1)
+    row = measure.measure_group([job], {spec.key: models}, _settings(), NvmlMonitor("cpu"),
+                                lambda r: r["family"] == "dit")[0]
+    assert row["status"] == "ok", row["message"]
+    assert row["projected_from_steps"] == 1 and row["full_steps"] == 4 and row["steps"] == 1
+    assert row["iteration_ms"] == [450.0, 530.0]
+    assert row["latency_ms"]["p50_ms"] == pytest.approx(50.0 + 110.0 * 4)  # median of 450 and 530
+    assert row["samples_per_s"] == pytest.approx(2 / 0.49)
+    assert row["projection"]["measured_units"] == 1 and row["projection"]["full_units"] == 4
+    assert row["tf32"] is False                                            # TF32 only applies on CUDA
+    assert row["peak_memory_bytes"] is None and row["fraction_of_peak"] is None
+
+
 @pytest.mark.parametrize("fail, stage_fail, status", [
     (RuntimeError("CUDA error: out of memory"), None, "oom"),
     (ValueError("bad shape"), None, "error"),
     (None, torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)"), "ok"),
 ])
 def test_measure_failure_rows(fail, stage_fail, status):
-    spec = sampling.ModelSpec("fake", "fake", "titok", 64, build=lambda *a: None,
-                              runner=lambda models, mode, dtype, steps, cuda_graph: _FakeRunner(fail, stage_fail),
-                              full_steps=lambda models: 4)
-    settings = sampling.Settings(device=torch.device("cpu"), iters=2, warmup=0, stages=True, stage_iters=1,
-                                 stage_warmup=0, tf32=True)
-    row = sampling.measure(spec, None, mode="reference", dtype=None, batch=1, settings=settings,
-                           monitor=sampling.NvmlMonitor("cpu"))
+    spec = _fake_spec(lambda mode: _FakeRunner(fail=fail, stage_fail=stage_fail))
+    row = _group(spec, ["reference"], _settings(stages=True))[0]
     assert row["status"] == status
     if status == "ok":       # only a stage ran out of memory: the end-to-end figures are kept, the stages are not
         assert row["samples_per_s"] > 0 and row["stages"] is None and "out of memory" in row["message"]
     else:
         assert row["samples_per_s"] is None and row["message"].startswith(type(fail).__name__)
         assert ("traceback" in row) == (status == "error")
-    _validate({"schema": SCHEMA["properties"]["schema"]["const"], "environment": _ENV, "config": _CONFIG,
-               "results": [row]})
+    _validate({"schema": SCHEMA["properties"]["schema"]["const"], "schema_version": 2, "environment": _ENV,
+               "config": _CONFIG, "results": [row]})
 
 
-_ENV = {"command": "x", "timestamp": "t", "git_sha": None, "python": "3", "torch": "2", "triton": None, "cuda": None,
-        "device_type": "cpu", "device_name": "cpu", "cpu_threads": 2, "peaks": None}
+_ENV = {"command": "x", "timestamp": "2026-01-01T00:00:00+00:00", "git_sha": None, "python": "3", "torch": "2",
+        "triton": None, "cuda": None, "device_type": "cpu", "device_name": "cpu", "cpu_threads": 2, "peaks": None}
 _CONFIG = {"job": "models", "models": ["fake"], "pipelines": ["reference"], "batch_sizes": [1], "dtype": "auto",
            "iters": 2, "warmup": 0, "stages": True, "tf32": False, "device": "cpu", "weights": "random",
-           "wall_seconds": 1.0, "notes": []}
+           "wall_seconds": 1.0, "notes": [], "interleaved": True, "interrupted": False, "warnings": []}
 
 
 def test_out_of_memory_classification():
@@ -278,13 +309,73 @@ def test_out_of_memory_classification():
     assert not is_out_of_memory(ValueError("out of memory"))
 
 
+def test_maskgit_baseline_is_a_pipeline():
+    from titok.maskgit_vqgan import VQGANTokenDecoder
+    from titok.pipeline import Pipeline
+
+    spec = SPECS["tiny-maskgit"]
+    runner = spec.runner(spec.build("cpu"), "fast", torch.float32, 2, False)
+    assert isinstance(runner.pipeline, Pipeline) and isinstance(runner.pipeline.decoder, VQGANTokenDecoder)
+    assert runner.steps == 2 and runner.describe()["full_steps"] == 4
+    assert runner.units() == 3 and runner.full_units() == 7           # linear decay: step 0 unguided
+    images = runner.generate(torch.tensor([1, 2]))
+    assert images.shape == (2, 3, 64, 64) and 0 <= float(images.min()) <= float(images.max()) <= 1
+
+
+# ---- runs of the harness: schema, CPU notice, OOM ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def oom_run(tmp_path_factory):
+    """tiny-titok at batch 2 then 1, where batch 2 runs out of memory in the MaskGIT-VQGAN pixel decoder."""
+    out = tmp_path_factory.mktemp("run") / "result.json"
+    png = out.with_suffix(".png")
+    original = SPECS["tiny-titok"].build
+
+    def build(device, checkpoint_dir=None):
+        tokenizer, generator, *rest = original(device, checkpoint_dir)
+        real = tokenizer.pixel_decoder.forward
+
+        def forward(x):  # the MaskGIT-VQGAN decoder stage runs out of memory at batch 2
+            if x.shape[0] == 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+            return real(x)
+
+        tokenizer.pixel_decoder.forward = forward
+        return (tokenizer, generator, *rest)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(SPECS["tiny-titok"], "build", build)
+    try:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            code = sampling.main(["--model", "tiny-titok", "--pipelines", "reference,fast", "--dtype", "float32",
+                                  "--batch-sizes", "2,1", *FAST, "--out", str(out), "--plot", str(png),
+                                  "--device", "cpu"])
+    finally:
+        mp.undo()
+    return code, buf.getvalue(), json.loads(out.read_text()), png
+
+
+def test_oom_is_recorded_and_the_run_goes_on(oom_run):
+    code, text, payload, _ = oom_run
+    rows = payload["results"]
+    assert [(r["batch_size"], r["pipeline"]) for r in rows] == [(2, "reference"), (2, "fast"), (1, "reference"),
+                                                                (1, "fast")]
+    assert [r["status"] for r in rows] == ["oom", "oom", "ok", "ok"]
+    assert "out of memory" in rows[0]["message"].lower() and rows[0]["samples_per_s"] is None
+    assert rows[3]["samples_per_s"] > 0 and rows[3]["speedup"]["pairs"] == 1
+    assert code == 0                                   # OOM is a result, not a failure of the harness
+    assert "OOM" in text
+
+
 def test_main_run_json_validates_and_cpu_notice(oom_run):
     code, text, payload, png = oom_run
     _validate(payload)
-    assert payload["schema"] == "titok-kernels/sampling/v1"
+    assert payload["schema"] == "titok-kernels/sampling/v2" and payload["schema_version"] == 2
+    assert payload["config"]["interleaved"] and not payload["config"]["interrupted"]
     assert "CPU figures are not the paper's GPU figures" in text
     assert "random (speed does not depend on weights)" in text
-    ok = payload["results"][1]
+    ok = payload["results"][3]
     assert set(ok["stages"]) == {"generator_forwards", "sampling_steps", "vit_decoder", "pixel_decoder"}
     assert sum(s["share"] for s in ok["stages"].values()) == pytest.approx(1.0)
     from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig
@@ -296,6 +387,7 @@ def test_main_run_json_validates_and_cpu_notice(oom_run):
     assert ok["achieved_tflops"] == pytest.approx(expected["total"] * ok["samples_per_s"] / 1e12)
     assert ok["fraction_of_peak"] is None and ok["peak_memory_bytes"] is None       # CPU: unknown peak, no CUDA memory
     assert payload["environment"]["nvml"] is None
+    assert set(ok["cpu_usage"]) >= {"cpu_share", "load_avg_1m", "process_cpu_s", "wall_s"}
     with open(png, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -303,14 +395,15 @@ def test_main_run_json_validates_and_cpu_notice(oom_run):
 def test_schema_has_teeth_and_shares_the_environment_block(oom_run):
     payload = json.loads(json.dumps(oom_run[2]))
     assert SCHEMA["$defs"]["environment"] == json.loads(json.dumps(ENVIRONMENT_SCHEMA))
-    bad = json.loads(json.dumps(payload))
-    bad["results"][1]["samples_per_s"] = None                      # status ok without a figure
-    with pytest.raises(jsonschema.ValidationError):
-        _validate(bad)
-    bad = json.loads(json.dumps(payload))
-    bad["results"][0]["status"] = "crashed"
-    with pytest.raises(jsonschema.ValidationError):
-        _validate(bad)
+    for path, value in ((("results", 3, "samples_per_s"), None),       # status ok without a figure
+                        (("results", 0, "status"), "crashed"), (("schema_version",), 1)):
+        bad = json.loads(json.dumps(payload))
+        node = bad
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        with pytest.raises(jsonschema.ValidationError):
+            _validate(bad)
     bad = json.loads(json.dumps(payload))
     del bad["environment"]["torch"]
     with pytest.raises(jsonschema.ValidationError):
@@ -331,20 +424,21 @@ def test_compare_run_claims_table(tmp_path, capsys):
     rows = {r["model"]: r for r in payload["results"]}
     assert all(r["pipeline"] == "reference" and r["dtype"] == "float32" for r in rows.values())
     for c in claims:                                   # the CPU defaults project every tiny model
-        assert c["projected_from_steps"] == sampling.SPECS[c["model"]].cpu_project_steps
+        assert c["projected_from_steps"] == SPECS[c["model"]].cpu_project_steps
+        # one interleaved iteration: the per-pair ratio is the ratio of the throughputs
         assert c["speedup_vs_dit"] == pytest.approx(c["samples_per_s"] / rows["tiny-dit"]["samples_per_s"])
     assert payload["config"]["iters"] == 1 and payload["config"]["warmup"] == 0 and payload["config"]["primed"]
-    assert "projected from 2 steps" in text and "projected from 1 steps" in text
+    assert "projected from 2 of 4 steps" in text and "projected from 1 of 4 steps" in text
     assert "CPU figures are not the paper's GPU figures" in text
 
 
 def test_paper_figures_and_claimed_speedups():
     """The figures beside each row are the paper's (Tables 1 and 2), and so are the 169x and 410x claims."""
-    rows = [{"protocol": "paper", "model": k, "label": sampling.SPECS[k].label, "family": sampling.SPECS[k].family,
-             "resolution": sampling.SPECS[k].resolution, "pipeline": "reference", "dtype": "float32", "tf32": True,
+    rows = [{"protocol": "paper", "model": k, "label": SPECS[k].label, "family": SPECS[k].family,
+             "resolution": SPECS[k].resolution, "pipeline": "reference", "dtype": "float32", "tf32": True,
              "batch_size": 1, "full_steps": 8, "samples_per_s": 1.0, "projected_from_steps": None, "status": "ok",
-             "message": None} for k in sampling.COMPARE_SETS["paper"]]
-    claims = {c["model"]: c for c in sampling.claims_rows(rows, ["paper"])}
+             "message": None, "speedup": None} for k in sampling.COMPARE_SETS["paper"]]
+    claims = {c["model"]: c for c in report.claims_rows(rows, ["paper"])}
     paper = {k: c["paper_samples_per_s"] for k, c in claims.items()}
     assert paper == {"titok-l-32": 101.6, "titok-b-64": 89.8, "titok-s-128": 7.8, "maskgit-256": 50.5,
                      "dit-xl-2-256": 0.6, "titok-l-64-512": 41.0, "titok-b-128-512": 7.4, "maskgit-512": 3.9,
@@ -355,33 +449,112 @@ def test_paper_figures_and_claimed_speedups():
     assert round(claims["titok-b-128-512"]["paper_speedup_vs_dit"]) == 74
 
 
-_AS_SCRIPT = """
-import contextlib, io, os, runpy, sys
-sys.argv = ["bench/sampling.py", "--help"]
-sys.path.insert(0, os.path.abspath("bench"))          # what `python bench/sampling.py` puts first on sys.path
-out = io.StringIO()
-try:
-    with contextlib.redirect_stdout(out):
-        runpy.run_path("bench/sampling.py", run_name="__main__")
-except SystemExit as exc:
-    assert exc.code == 0, exc.code
-import titok_kernels, profile
-print(kernels.__file__)
-print(hasattr(profile, "run"))
-print(" ".join(out.getvalue().split()))
-"""
+# ---- tables and plots --------------------------------------------------------------------------------------
+
+def _render(table, width=80) -> list[str]:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(table)
+    return console.export_text().splitlines()
 
 
-def test_script_bootstrap_does_not_shadow_packages():
-    """Run as `python bench/sampling.py`, sys.path[0] is bench/, whose kernels.py and profile.py would shadow the
-    `kernels` package and the standard library's `profile`: the script's bootstrap removes it."""
-    import subprocess
-    import sys
+def test_results_table_fits_80_columns(oom_run):
+    rows = oom_run[2]["results"]
+    notes = report.Notes(rows)
+    lines = _render(report.results_table(rows, "tiny-titok: samples/s on cpu", notes))
+    assert max(map(len, lines)) <= 80
+    text = "\n".join(lines)
+    assert "…" not in text                                     # nothing cut
+    for cell in ("reference", "fast", "OOM", f"{rows[3]['speedup']['p50']:.2f}x"):
+        assert cell in text
+    assert any("OOM: " in n for n in notes.lines())             # the message is a footnote, not a cell
+    wide = "\n".join(_render(report.results_table(rows, "t", report.Notes(rows), wide=True), width=200))
+    assert "GFLOP/img" in wide and "tiny-titok" in wide
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "-c", _AS_SCRIPT], cwd=root, capture_output=True, text=True, timeout=120)
+
+def test_plot_without_speedup_rows_and_its_provenance(tmp_path, oom_run):
+    from titok_bench.harness.plots import plot
+
+    payload = oom_run[2]
+    rows = [dict(r, speedup=None) for r in payload["results"]]          # e.g. no reference row measured
+    title = plot(rows, str(tmp_path / "a.png"), env=payload["environment"], weights="random")
+    claims = [{**c, "speedup_vs_dit": None} for c in report.claims_rows(
+        [dict(r, protocol="paper") for r in rows], ["paper"])]           # e.g. diffusers missing: no DiT row
+    plot(rows, str(tmp_path / "b.png"), env=payload["environment"], weights="random", claims=claims)
+    for name in ("a.png", "b.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+    env = payload["environment"]
+    for piece in (env["device_name"], env["timestamp"][:10], "random weights", "fp32", "NOT comparable"):
+        assert piece in title
+
+
+# ---- the command line: errors before work, Ctrl-C ---------------------------------------------------------
+
+def _tool(*args, timeout=120):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def _one_line_error(proc, code, *pieces):
+    assert proc.returncode == code, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for piece in pieces:
+        assert piece in lines[0]
+
+
+def test_help_runs_as_a_script_from_the_repository_root():
+    proc = _tool("bench/sampling.py", "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    kernels_file, profile_ok, help_text = proc.stdout.splitlines()[:3]
-    assert kernels_file == os.path.join(root, "kernels", "__init__.py")
-    assert profile_ok == "True"
-    assert "--compare" in help_text and "CPU figures are not the paper's GPU figures" in help_text
+    text = " ".join(proc.stdout.split())
+    assert "--compare" in text and "--wide" in text and "CPU figures are not the paper's GPU figures" in text
+
+
+@pytest.mark.parametrize("args, pieces", [
+    (["--batch-sizes", "abc"], ["--batch-sizes", "'abc'"]),
+    (["--model", "nope"], ["unknown --model 'nope'"]),
+    (["--iters", "x"], ["--iters"]),
+    (["--pipelines", "fast,turbo"], ["--pipelines", "turbo"]),
+    (["--device", "tpu"], ["--device"]),
+])
+def test_usage_errors_are_one_line_exit_2(args, pieces):
+    _one_line_error(_tool("bench/sampling.py", *args), 2, *pieces)
+
+
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    cases = [("--out", str(tmp_path)), ("--plot", str(tmp_path)), ("--out", str(tmp_path / "file" / "r.json"))]
+    if os.geteuid() != 0:                                       # root writes into read-only folders anyway
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o500)
+        cases.append(("--out", str(ro / "r.json")))
+    for flag, path in cases:
+        t0 = time.perf_counter()
+        proc = _tool("bench/sampling.py", "--model", "titok-l-32", "--device", "cpu", flag, path)
+        _one_line_error(proc, 2, flag)
+        assert "built" not in proc.stdout and time.perf_counter() - t0 < 60     # refused before building
+
+
+def test_ctrl_c_keeps_finished_rows_and_exits_130(tmp_path):
+    out = tmp_path / "r.json"
+    proc = subprocess.Popen([sys.executable, "bench/sampling.py", "--model", "tiny-titok", "--device", "cpu",
+                             "--pipelines", "reference", "--batch-sizes", "1,256", "--iters", "10", "--warmup", "0",
+                             "--stages", "off", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        for line in proc.stdout:       # the first row is done (its group has finished); batch 256 takes far longer
+            if "tiny-titok reference batch 1:" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr[-2000:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Traceback" not in stderr, stderr[-2000:]
+    payload = json.loads(out.read_text())                       # complete, never half written
+    _validate(payload)
+    assert payload["config"]["interrupted"] is True
+    assert [r["batch_size"] for r in payload["results"]] == [1]
+    assert not [p for p in tmp_path.iterdir() if p.name != "r.json"]   # no temporary file left behind

@@ -1,6 +1,6 @@
-"""Profiling report: where the time of one TiTok generation goes.
+"""Profiling report: where the time of one generation (TiTok, or the MaskGIT baseline) goes.
 
-    python bench/profile.py --model titok-l-32 --pipeline fast --batch-size 64
+    python bench/profiling.py --model titok-l-32 --pipeline fast --batch-size 64
 
 writes profiles/<device>/<model>-<pipeline>-b<batch>.md and a .json beside it with:
 - provenance: command, versions, device, date, git SHA;
@@ -17,24 +17,25 @@ writes profiles/<device>/<model>-<pipeline>-b<batch>.md and a .json beside it wi
 
 On CPU the report has the same sections, for the CPU: no NVML, no device peaks, no
 kernel rows for ops that did not run. `--model tiny` is the test-size model (ViT
-width 64, 2 layers) that checks the report format in seconds.
+width 64, 2 layers) that checks the report format in seconds. Exit status: 0 done, 2 usage
+error (one line), 130 interrupted; every file is written whole (temporary name, then rename).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 import warnings
 
-if __package__ in (None, ""):
-    # Run as a script: import from the repository root, not from bench/ (whose profile.py would
-    # otherwise shadow the standard library's `profile` module).
-    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import torch  # noqa: E402
-
-from titok_bench.common import device_peaks, device_slug, environment, time_fn, write_json  # noqa: E402
+from titok_bench.harness import cli
+from titok_bench.harness.env import device_peaks, device_slug, environment, parse_device
+from titok_bench.harness.models import PIPELINE_MODELS as MODELS
+from titok_bench.harness.models import SPECS
+from titok_bench.harness.nvml import NvmlMonitor
+from titok_bench.harness.results import write_atomic, write_json, write_text
+from titok_bench.harness.timing import time_fn
 
 SCHEMA = "titok-kernels/profile/v1"
 PROJECT_OPS = ("titok::nearest_code", "titok::maskgit_step", "titok::concat_attention")
@@ -42,30 +43,15 @@ PROJECT_OPS = ("titok::nearest_code", "titok::maskgit_step", "titok::concat_atte
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::conv2d")
 
 
-
-# ---- building the pipeline -----------------------------------------------------------------------------
-
 def build_pipeline(model: str, mode: str, device: torch.device, dtype: torch.dtype | None,
                    checkpoint_dir: str | None = None):
-    """A Pipeline for `model` (a registry name, or "tiny"), random weights unless checkpoints are given."""
-    from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig
-    from titok.loading import (build_generator_model, build_tokenizer, init_random_weights, load_generator,
-                               load_tokenizer)
-    from titok.pipeline import Pipeline
-
-    if model == "tiny":
-        tok = init_random_weights(build_tokenizer(TINY_TOKENIZER)).to(device).eval()
-        gen = init_random_weights(build_generator_model(TINY_GENERATOR)).to(device).eval()
-        gen.sampler = SamplerConfig(num_steps=8)
-    elif checkpoint_dir:
-        tok = load_tokenizer(os.path.join(checkpoint_dir, "tokenizer"), model, device=device)
-        gen = load_generator(os.path.join(checkpoint_dir, "generator"), model, device=device)
-    else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tok = load_tokenizer(None, model, random_weights=True, device=device)
-            gen = load_generator(None, model, random_weights=True, device=device)
-    return Pipeline(tok, gen, mode=mode, dtype=dtype)
+    """(Pipeline, per-image FLOPs) for `model` (a key of MODELS), random weights unless checkpoints are given."""
+    spec = SPECS[MODELS[model]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RandomWeightsWarning: the report says "random weights" itself
+        models = spec.build(device, checkpoint_dir)
+    runner = spec.runner(models, mode, dtype, None, True)
+    return runner.pipeline, runner.flops()
 
 
 # ---- profiler aggregation -------------------------------------------------------------------------------
@@ -129,6 +115,28 @@ def _op_flops(name: str, shapes) -> int | None:
     return None
 
 
+def _roofline_row(evt, name: str, cuda: bool, dtype: torch.dtype, peaks: dict | None) -> dict | None:
+    """Achieved TFLOP/s, GB/s, intensity and fraction of peak of one (op, input shapes) profiler entry."""
+    total_us = float(evt.cpu_time_total if not cuda else
+                     getattr(evt, "device_time_total", 0.0) or getattr(evt, "cuda_time_total", 0.0))
+    if total_us <= 0 or evt.count == 0:
+        return None
+    flops = _op_flops(name, evt.input_shapes) if name in PROJECT_OPS else (evt.flops or None)
+    nbytes = _tensor_bytes(evt.input_shapes, torch.empty((), dtype=dtype).element_size())
+    seconds = total_us * 1e-6
+    tflops = flops * evt.count / seconds / 1e12 if flops else None
+    gbps = nbytes * evt.count / seconds / 1e9 if nbytes else None
+    frac = None
+    if peaks is not None:
+        peak_t = peaks["tflops"].get("bf16" if dtype == torch.bfloat16 else "tf32")
+        parts = [x for x in (tflops / peak_t if tflops and peak_t else None,
+                             gbps / peaks["bandwidth_gbps"] if gbps else None) if x is not None]
+        frac = max(parts) if parts else None
+    return {"name": name, "shapes": str(evt.input_shapes), "calls": evt.count, "total_ms": total_us / 1e3,
+            "flops_per_call": flops, "bytes_per_call": nbytes or None, "tflops": tflops, "gbps": gbps,
+            "intensity_flop_per_byte": (flops / nbytes) if flops and nbytes else None, "fraction_of_peak": frac}
+
+
 def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tuple[list[dict], list[dict]]:
     """Run torch.profiler over one end-to-end generation; return (top ops, roofline rows)."""
     from torch.profiler import ProfilerActivity, profile
@@ -144,41 +152,21 @@ def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tu
         if cuda:
             torch.cuda.synchronize()
     if trace_path:
-        prof.export_chrome_trace(trace_path)
-    events = prof.key_averages(group_by_input_shape=True)
-    kernel_names = _project_kernel_names()
+        write_atomic(trace_path, prof.export_chrome_trace)
+    kernel_names, peaks = _project_kernel_names(), device_peaks(pipe.device)
     grouped: dict[str, dict] = {}
     roofline: list[dict] = []
-    peaks = device_peaks(pipe.device)
-    for evt in events:
-        t_us = _event_time_us(evt, cuda)
+    for evt in prof.key_averages(group_by_input_shape=True):
         name = evt.key
         row = grouped.setdefault(name, {"name": name, "calls": 0, "total_us": 0.0,
                                         "project_kernel": name in kernel_names or name in PROJECT_OPS,
                                         "triton": name in kernel_names or name.startswith("triton_")})
         row["calls"] += evt.count
-        row["total_us"] += t_us
+        row["total_us"] += _event_time_us(evt, cuda)
         if name in PROJECT_OPS or name in GEMM_OPS:
-            total_time_us = float(evt.cpu_time_total if not cuda else
-                                  getattr(evt, "device_time_total", 0.0) or getattr(evt, "cuda_time_total", 0.0))
-            if total_time_us <= 0 or evt.count == 0:
-                continue
-            flops = _op_flops(name, evt.input_shapes) if name in PROJECT_OPS else (evt.flops or None)
-            nbytes = _tensor_bytes(evt.input_shapes, torch.empty((), dtype=pipe.dtype).element_size())
-            seconds = total_time_us * 1e-6
-            tflops = flops * evt.count / seconds / 1e12 if flops else None
-            gbps = nbytes * evt.count / seconds / 1e9 if nbytes else None
-            frac = None
-            if peaks is not None:
-                peak_t = peaks["tflops"].get("bf16" if pipe.dtype == torch.bfloat16 else "tf32")
-                parts = [x for x in (tflops / peak_t if tflops and peak_t else None,
-                                     gbps / peaks["bandwidth_gbps"] if gbps else None) if x is not None]
-                frac = max(parts) if parts else None
-            roofline.append({"name": name, "shapes": str(evt.input_shapes), "calls": evt.count,
-                             "total_ms": total_time_us / 1e3, "flops_per_call": flops,
-                             "bytes_per_call": nbytes or None, "tflops": tflops, "gbps": gbps,
-                             "intensity_flop_per_byte": (flops / nbytes) if flops and nbytes else None,
-                             "fraction_of_peak": frac})
+            entry = _roofline_row(evt, name, cuda, pipe.dtype, peaks)
+            if entry is not None:
+                roofline.append(entry)
     total = sum(r["total_us"] for r in grouped.values()) or 1.0
     top = sorted(grouped.values(), key=lambda r: -r["total_us"])
     for r in top:
@@ -192,11 +180,10 @@ def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tu
 # ---- the report ---------------------------------------------------------------------------------------------
 
 def stage_breakdown(pipe, batch: int, iters: int) -> list[dict]:
-    device = pipe.device
     rows = []
     with torch.no_grad():
         for name, fn in pipe.stage_functions(batch).items():
-            t = time_fn(fn, device=device, warmup=1, iters=iters)
+            t = time_fn(fn, device=pipe.device, warmup=1, iters=iters)
             rows.append({"stage": name, "p50_ms": t.p50_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms})
     total = sum(r["p50_ms"] for r in rows) or 1.0
     for r in rows:
@@ -204,39 +191,25 @@ def stage_breakdown(pipe, batch: int, iters: int) -> list[dict]:
     return rows
 
 
-def telemetry_during(fn, device: torch.device):
-    """(result, NVML summary or None): clocks, power, temperature, memory sampled while `fn` runs."""
-    from titok_bench.common import NvmlMonitor
-
-    monitor = NvmlMonitor(device)
-    if not monitor.available:
-        return fn(), None
-    monitor.start()
-    try:
-        result = fn()
-    finally:
-        monitor.stop()
-    return result, {"static": monitor.static_info(), "during_run": monitor.summary()}
-
-
 def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype | None,
-                iters: int = 3, trace_path: str | None = None, checkpoint_dir: str | None = None) -> dict:
-    from titok.flops import generation_flops
-    from titok.pipeline import describe
-
-    pipe = build_pipeline(model, mode, device, dtype, checkpoint_dir)
+                iters: int = 3, trace_path: str | None = None, checkpoint_dir: str | None = None,
+                say=print) -> dict:
+    say(f"profiling: building {model} ({'checkpoints' if checkpoint_dir else 'random weights'}), {mode} pipeline")
+    pipe, flops = build_pipeline(model, mode, device, dtype, checkpoint_dir)
     cls = torch.arange(batch, device=device) % pipe.generator.cfg.num_classes
     with torch.no_grad():
+        say("profiling: timing each stage alone")
         stages = stage_breakdown(pipe, batch, iters)
-        e2e, telemetry = telemetry_during(lambda: time_fn(lambda: pipe.generate(cls, seed=0), device=device,
-                                                          warmup=1, iters=iters), device)
+        say("profiling: timing end to end")
+        e2e, telemetry = NvmlMonitor(device).telemetry(
+            lambda: time_fn(lambda: pipe.generate(cls, seed=0), device=device, warmup=1, iters=iters))
+        say("profiling: torch.profiler over one generation")
         top, roofline = profile_generation(pipe, batch, trace_path=trace_path)
-    flops = generation_flops(pipe.tokenizer.cfg, pipe.generator.cfg, pipe.sampler)
     return {
         "schema": SCHEMA,
         "environment": environment(device),
         "config": {"model": model, "batch_size": batch, "iters": iters, "random_weights": checkpoint_dir is None,
-                   **describe(pipe)},
+                   **pipe.describe()},
         "end_to_end": {"p50_ms": e2e.p50_ms, "p20_ms": e2e.p20_ms, "p80_ms": e2e.p80_ms,
                        "samples_per_s": batch / (e2e.p50_ms / 1e3), "gflop_per_image": flops["total"] / 1e9,
                        "achieved_tflops": flops["total"] * batch / (e2e.p50_ms / 1e3) / 1e12},
@@ -300,73 +273,75 @@ def to_markdown(report: dict) -> str:
 
 
 def write_roofline_png(report: dict, path: str) -> bool:
+    """The roofline PNG (atomically); False when matplotlib is missing. Its title says what produced it."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    pts = [r for r in report["roofline"] if r["intensity_flop_per_byte"] and r["tflops"]]
-    fig, ax = plt.subplots(figsize=(7, 5))
-    for r in pts:
+    env, cfg = report["environment"], report["config"]
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    for r in (r for r in report["roofline"] if r["intensity_flop_per_byte"] and r["tflops"]):
         ax.scatter(r["intensity_flop_per_byte"], r["tflops"], s=20 + 200 * min(r["total_ms"] / 100, 1))
         ax.annotate(r["name"].split("::")[-1], (r["intensity_flop_per_byte"], r["tflops"]), fontsize=7)
-    peaks = report["environment"].get("peaks")
+    peaks = env.get("peaks")
     if peaks:
         xs = [0.1, 10000]
-        dt = report["config"]["dtype"]
-        peak_t = peaks["tflops"].get("bf16" if dt == "bfloat16" else "tf32")
+        peak_t = peaks["tflops"].get("bf16" if cfg["dtype"] == "bfloat16" else "tf32")
         ax.plot(xs, [min(peak_t, x * peaks["bandwidth_gbps"] / 1e3) for x in xs], "k--", label="roofline")
         ax.legend()
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("achieved TFLOP/s")
-    ax.set_title(f"{report['config']['model']} {report['config']['mode']} b{report['config']['batch_size']} "
-                 f"on {report['environment']['device_name']}")
+    weights = "random weights" if cfg["random_weights"] else "checkpoint weights"
+    ax.set_title(f"{cfg['model']} {cfg['mode']} b{cfg['batch_size']}, {cfg['dtype']}, {weights}\n"
+                 f"{env['device_name']} ({env['device_type']}), {env['timestamp'][:10]}\n{env['command']}",
+                 fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
     plt.close(fig)
     return True
 
 
-def main(argv=None) -> int:
-    from titok.configs import VARIANTS
-
-    models = ["tiny"] + [n for n, v in VARIANTS.items() if v.generator is not None]
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="titok-l-32", choices=models)
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.ArgumentParser(prog="bench/profiling.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="titok-l-32", help=f"one of {', '.join(MODELS)} (default titok-l-32)")
     parser.add_argument("--pipeline", default="fast", choices=("reference", "compile", "fast"))
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on GPU, 1 on CPU")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: the pipeline's own")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--checkpoint-dir", help="folder with tokenizer/ and generator/ checkpoints "
-                                                 "(default: random weights; speed does not depend on weights)")
+    parser.add_argument("--checkpoint-dir", help="folder with the released checkpoints (official Hugging Face "
+                        "folders, or tokenizer/ and generator/); default: random weights")
     parser.add_argument("--out-dir", help="default: profiles/<device>")
     parser.add_argument("--trace", action="store_true", help="also write a Chrome trace (*.trace.json)")
-    args = parser.parse_args(argv)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else ("cpu" if args.device == "auto" else args.device))
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    cli.check_choice(args.model, MODELS, "--model")
+    device = parse_device(args.device)
     batch = args.batch_size or (64 if device.type == "cuda" else 1)
-    dtype = getattr(torch, args.dtype) if args.dtype else None
+    if batch < 1 or args.iters < 1:
+        raise cli.UsageError("--batch-size and --iters must be >= 1")
     out_dir = args.out_dir or os.path.join("profiles", device_slug(device))
-    os.makedirs(out_dir, exist_ok=True)
+    cli.check_output_path(out_dir, "--out-dir", directory=True)
     stem = os.path.join(out_dir, f"{args.model}-{args.pipeline}-b{batch}")
+    dtype = getattr(torch, args.dtype) if args.dtype else None
     report = make_report(args.model, args.pipeline, batch, device, dtype, iters=args.iters,
                          trace_path=stem + ".trace.json" if args.trace else None, checkpoint_dir=args.checkpoint_dir)
-    report["roofline_png"] = os.path.basename(stem + ".roofline.png") \
-        if write_roofline_png(report, stem + ".roofline.png") else None
+    png = write_roofline_png(report, stem + ".roofline.png")
+    report["roofline_png"] = os.path.basename(stem + ".roofline.png") if png else None
     write_json(stem + ".json", report)
     md = to_markdown(report)
-    tmp = stem + ".md.tmp"
-    with open(tmp, "w") as f:
-        f.write(md)
-    os.replace(tmp, stem + ".md")
+    write_text(stem + ".md", md)
     print(md)
-    print(f"report -> {stem}.md, {stem}.json" + (f", {stem}.roofline.png" if report["roofline_png"] else ""))
+    print(f"report -> {stem}.md, {stem}.json" + (f", {stem}.roofline.png" if png else ""))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run_tool(main, prog="profiling.py"))

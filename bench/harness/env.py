@@ -1,0 +1,200 @@
+"""The machine a benchmark runs on: device choice, environment block, device peaks, memory, CPU share.
+
+- `parse_device`: the one parser of every tool's `--device` (auto | cpu | cuda | cuda:N);
+- `environment`: versions, device and provenance recorded in every result file;
+- `device_peaks`: published dense peaks (bandwidth, TFLOP/s per math mode) of known GPUs;
+- `is_out_of_memory` / `free_device_memory` / `peak_memory_*`: out-of-memory handling and
+  `torch.cuda.max_memory_allocated` around a region;
+- `CpuWindow`: how much CPU this process got over a region (process CPU time / wall time / the
+  threads torch runs) and the load average; `busy_warnings` turns it into warnings when the
+  machine was busy (the figures are then pessimistic and noisy).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import gc
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+from titok_bench.harness.cli import UsageError
+
+# Published dense peaks per device family: HBM bandwidth (GB/s), and TFLOP/s by math mode.
+# Sources: NVIDIA data sheets (SXM parts). "fp32" is CUDA-core FP32, "tf32"/"bf16" tensor-core dense.
+DEVICE_PEAKS = {
+    "H200": {"bandwidth_gbps": 4800.0, "tflops": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}},
+    "H100": {"bandwidth_gbps": 3350.0, "tflops": {"fp32": 67.0, "tf32": 494.7, "bf16": 989.4, "fp16": 989.4}},
+    "A100": {"bandwidth_gbps": 2039.0, "tflops": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}},
+}
+OPTIONAL_PACKAGES = ("diffusers", "nvidia-ml-py", "rich", "matplotlib", "jsonschema")
+
+
+def parse_device(text: str) -> torch.device:
+    """`--device`: auto (CUDA if present), cpu, cuda or cuda:N; UsageError for anything else."""
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {text}: no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def device_peaks(device: torch.device | str) -> dict | None:
+    """Peak bandwidth / TFLOP/s for a known GPU, else None (CPU or an unlisted GPU)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for family, peaks in DEVICE_PEAKS.items():
+        if family in name:
+            return {"family": family, **peaks}
+    return None
+
+
+def device_name(device: torch.device | str) -> str:
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
+                                                                               platform.machine())
+
+
+def device_slug(device: torch.device | str) -> str:
+    """Folder name for profiles/: 'h200', 'a100-sxm4-80gb', or 'cpu'."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return "cpu"
+    name = torch.cuda.get_device_name(device).lower().replace("nvidia", "").strip()
+    return "-".join(part for part in name.replace("_", " ").split() if part)
+
+
+def git_sha() -> str | None:
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def extra_packages() -> dict:
+    """Versions of the optional packages the harness uses (read from metadata: nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in OPTIONAL_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def environment(device: torch.device | str) -> dict:
+    """Versions, device and provenance of a run: recorded in every result file."""
+    device = torch.device(device)
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    return {
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "cuda": torch.version.cuda,
+        "device_type": device.type,
+        "device_name": device_name(device),
+        "cpu_threads": torch.get_num_threads(),
+        "peaks": device_peaks(device),
+    }
+
+
+# ---- out-of-memory handling and peak memory -----------------------------------------------------------
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch.cuda.OutOfMemoryError and for RuntimeErrors whose message says 'out of memory'."""
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_device_memory(device: torch.device | str) -> None:
+    """After an out-of-memory error or a finished model: collect garbage, return cached blocks to the driver."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+def peak_memory_reset(device: torch.device | str) -> None:
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_bytes(device: torch.device | str) -> int | None:
+    """torch.cuda.max_memory_allocated since the last reset (weights included); None off CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device))
+
+
+# ---- how busy the machine was ---------------------------------------------------------------------------
+
+BUSY_CPU_SHARE = 0.75      # below this share of its threads' CPU time, this process was starved
+
+
+@dataclasses.dataclass
+class CpuWindow:
+    """Process CPU time and wall time over a region (`start()`, then `stop()` -> a dict)."""
+
+    device_type: str
+    wall0: float
+    cpu0: float
+
+    @classmethod
+    def start(cls, device: torch.device | str) -> "CpuWindow":
+        return cls(torch.device(device).type, time.perf_counter(), time.process_time())
+
+    def stop(self) -> dict:
+        """wall_s, process_cpu_s, threads, cpu_share (process CPU / (wall x threads)), load_avg_1m, cores."""
+        wall, cpu = time.perf_counter() - self.wall0, time.process_time() - self.cpu0
+        threads = torch.get_num_threads()
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = None
+        return {"wall_s": wall, "process_cpu_s": cpu, "threads": threads,
+                "cpu_share": cpu / (wall * threads) if wall > 0 else None,
+                "load_avg_1m": load, "cores": os.cpu_count(), "device_type": self.device_type}
+
+
+def busy_warnings(usage: dict) -> list[str]:
+    """Warnings when the machine was busy over a `CpuWindow` (empty when it looked idle)."""
+    out = []
+    share, load, cores = usage.get("cpu_share"), usage.get("load_avg_1m"), usage.get("cores") or 1
+    if usage.get("device_type") == "cpu" and share is not None and share < BUSY_CPU_SHARE:
+        out.append(f"busy CPU: this process got {100 * share:.0f}% of the {usage['threads']} threads it runs")
+    own = usage["threads"] if usage.get("device_type") == "cpu" else 1
+    if load is not None and load - own >= max(1.0, 0.25 * cores):
+        out.append(f"busy machine: load average {load:.1f} on {cores} cores (this run accounts for ~{own})")
+    return out
