@@ -1,51 +1,393 @@
 #!/usr/bin/env bash
-# One-shot GPU check: every GPU test and benchmark of the project in one run (~8 minutes on an H200).
+# The GPU check: every GPU test and benchmark of the project, in three stages that each fit one 10-minute
+# command on the GPU machine (one H200, lent for ~15 minutes at a time, start-up included).
 #
-#   OUT=/some/folder bash bench/gpu_check.sh          # run; outputs under $OUT (default: out/gpu_check)
-#   bash bench/gpu_check.sh --dry-run                 # print the steps, run nothing, write nothing
+#   bash bench/gpu_check.sh --stage 1       # GPU tests, main-job table (bf16, fp32), parity, kernel benchmarks
+#   bash bench/gpu_check.sh --stage 2       # --compare paper: the paper protocol, then the best protocol
+#   bash bench/gpu_check.sh --stage 3       # the profile, then the torch.compile rows (bf16, fp32)
+#   bash bench/gpu_check.sh --rehearse      # every stage's commands on CPU at tiny sizes (the plumbing test)
+#   bash bench/gpu_check.sh --dry-run       # print the steps; run nothing, write nothing
+#   options: --stage N[,N]  (default: all three, one after the other), --steps NAME[,NAME] (only these steps,
+#            e.g. to re-run one), -h
 #
-# Needs only the GPU machine's base image (PyTorch + Triton): the project is used from this checkout
-# (PYTHONPATH), and missing pure-Python extras (rich, safetensors, pytest, ...) are reported by the
-# steps that need them. Every step runs even if an earlier one failed; the exit status is the number of
-# failed steps. At the end everything is packed into $OUT/gpu_check.tar.gz (one file to copy back) and
-# the files are ready to be copied into profiles/<gpu>/ (see profiles/README.md).
+# Outputs: each step writes into a work folder ($GPU_CHECK_WORK or a temporary one); after EVERY step that
+# folder is packed into $OUT/gpu_check_stageN.tgz, and the summary is copied to $OUT/gpu_check_stageN.txt,
+# so a command cut off at its limit still returns everything done so far. $OUT (default out/gpu_check) holds
+# at most 2 files per stage, 6 in all (the device tool returns at most 8). Every step runs under `timeout`
+# (SIGINT, then SIGKILL 20 s later), clipped to what is left of the stage budget ($GPU_CHECK_BUDGET, default
+# 570 s: the stage ends inside the 600-s command limit even if every step overruns). Every step runs even if
+# an earlier one failed; the exit status is the number of failed steps (listed in stageN.summary.txt).
+#
+# Set-up, offline (the GPU machine reaches no registry): the wheels in .whl/ (bench/fetch_gpu_wheels.sh
+# downloads them here: diffusers, jsonschema + needs) are installed with `pip install --no-index --no-deps
+# --target` into a temporary folder put first on PYTHONPATH; the project goes on PYTHONPATH under its import
+# names through a temporary folder of symbolic links (titok -> titok/, titok_kernels -> kernels/,
+# titok_bench -> bench/): no pip install of the project, no build backend needed.
+#
+# Environment: PYTHON (default python3), OUT, GPU_CHECK_WHEELS (default .whl), GPU_CHECK_BUDGET (s per stage),
+# GPU_CHECK_TIMEOUT_<step> (s; overrides one step's timeout), GPU_CHECK_WORK, GPU_TESTS_WORKERS (pytest-xdist
+# workers for the GPU tests, default 4 where xdist is installed; 0: serial), GPU_CHECK_KEEP=1 (keep temp dirs).
+#
+# ---- Time estimates (H200 SXM, cold caches: a fresh machine per stage) -----------------------------------
+# Rates. Measured here (device KINDS.md): 788 TFLOP/s for a bf16 8192^3 matmul, 4.3 TB/s copy. Datasheet: bf16
+# dense 989, TF32 dense 494, fp32 67 TFLOP/s. Assumed end to end, at these shapes:
+#   bf16  TiTok/MaskGIT, batch >= 16 ........ 250 TFLOP/s (fast: 200 in --compare's batch 16)
+#   fp32 + TF32 TiTok/MaskGIT, eager ......... 120 TFLOP/s (100 at batch 16)
+#   DiT-XL/2 fp32 + TF32, eager ............... 150 TFLOP/s (30% of TF32 peak; the paper's A100 figure,
+#                                              0.6 img/s x 118.7 TFLOP, is 71 = 46% of A100's 156)
+#   DiT-XL/2 bf16, torch.compile .............. 400 TFLOP/s
+#   batch 1 is launch-bound: ~6,300 kernels per titok-l-32 generation (15 generator forwards x 24 layers x
+#   ~15 ops + decoders) x ~12 us = ~75 ms eager; ~15 ms under a CUDA graph.
+# Fixed costs: a Python process (import torch, CUDA context, priming) 15 s; titok-l-32 built with random
+# weights 10 s; each --compare model 3 s (9 models: 27 s). Triton JIT ~1 s per kernel variant (1.5 s for
+# attention). Inductor (default mode, cold, 16 cores): titok-l-32 generator 40 s + decode 60 s per
+# specialisation (batch 1, then a dynamic batch) = 160 s per dtype; DiT-XL/2 transformer 55 s (256 px) + 65 s
+# (512 px, dynamic recompile), sd-vae decoder 25 s + 30 s = 175 s.
+# FLOPs per image (titok.flops, bench/baselines; 2 per multiply-add): titok-l-32 0.544 TFLOP; --compare set:
+# L-32 0.544, B-64 0.588, S-128 9.949, MaskGIT-256 1.575, L-64-512 1.298, B-128-512 6.645, MaskGIT-512
+# 10.574 (sum 31.17); DiT-XL/2 256: 118.67 sampling (250 steps x 2 CFG forwards) + 0.62 decode; 512: 524.58
+# + 2.51. Batch 16 of DiT-512 = 16 x 527.1 = 8.43 PFLOP.
+#
+# Stage 1 (the one that matters most): ~5.1 min with 4 pytest-xdist workers (7.8 min with serial GPU tests)
+#   env          imports, versions, nvidia-smi: 15 s                                        0.25 min (limit  60 s)
+#   gpu_tests    pytest -m gpu, ~84 tests: ~150 Triton variants x 1-1.5 s = 150-220 s of JIT, 2 tests with
+#                inductor compiles 45 s, runs 20 s, start 15 s = 4.4 min serial; the JIT spread over 4 workers
+#                on 16 cores: 1.7 min                                                         1.7 min (330 s)
+#   sampling_l32_bf16  reference+fast x batch 1,32,256; per row warmup 2 + iters 5 + stage timing ~3 = 10
+#                passes: 289 images x 10 x 0.544 = 1572 TFLOP per pipeline, x2 at 250 TFLOP/s = 13 s; batch-1
+#                launch-bound 1 s; CUDA-graph captures + autotune 10 s; start+build+prime 30 s   0.9 min (150 s)
+#   sampling_l32_fp32  the same at 120 TFLOP/s: 26 s + 1 + 10 + 30 s                          1.1 min (180 s)
+#   parity       batch 32, ~6 generation-equivalents: 6 x 32 x 0.544 = 104 TFLOP, 1 s; start+builds 25 s,
+#                fp32/bf16 kernel compiles 10 s                                               0.6 min (120 s)
+#   kernel_bench ~20 (case, provider) timings x 55 calls x <5 ms = 6 s; compiles + autotune 10 s; start 15 s
+#                                                                                             0.5 min (120 s)
+# Stage 2 (--compare paper, both protocols): ~6.8 min
+#   Batch 16, warmup 1 + iters 2 = 48 images per model; DiT-XL/2 timed over 64 of its 250 steps and projected
+#   (its steps are identical in cost; the decode is measured); the other models run in full.
+#   env          0.25 min (60 s)
+#   compare_paper  fp32+TF32 eager: TiTok+MaskGIT 31.17 x 48 = 1496 TFLOP at 100 = 15 s; DiT (64/250 x 118.67
+#                + 0.62) + (64/250 x 524.58 + 2.51) = 167.8 TFLOP/img x 48 = 8054 TFLOP at 150 = 54 s;
+#                start 15 s + builds 27 s                                                     1.9 min (240 s)
+#                (all 250 DiT steps: 646.4 x 48 = 31,027 TFLOP = 207 s: 4.4 min; best 5.5 min: 10.2 min for the stage)
+#   compare_best   bf16: TiTok+MaskGIT fast 1496 TFLOP at 200 = 7.5 s; DiT compiled 8054 at 400 = 20 s;
+#                DiT + VAE inductor compiles 175 s; CUDA graphs + autotune 30 s; start+builds 42 s
+#                                                                                             4.6 min (330 s)
+# Stage 3 (the profile, the compile rows): ~7.4 min
+#   env          0.25 min (60 s)
+#   profile      fast bf16 batch 64: ~10 passes x 64 x 0.544 = 348 TFLOP at 250 = 1.4 s; profiler pass,
+#                autotune 10 s; start+build 25 s                                              0.7 min (120 s)
+#   sampling_l32_compile_bf16  compile pipeline, batch 1,32,256, warmup 1 + iters 3 (no per-stage timing: it
+#                would compile the stages apart): inductor 160 s; 289 x 4 x 0.544 = 629 TFLOP at 250 = 2.5 s;
+#                start+build 25 s                                                             3.2 min (270 s)
+#   sampling_l32_compile_fp32  160 s + 629 TFLOP at 120 = 5 s + 25 s                          3.2 min (270 s)
+# The former single run (all of it at once, all 250 DiT steps) was estimated at 19-33 minutes: no 10-min command.
+# ------------------------------------------------------------------------------------------------------------
 set -u
-DRY=0
-[ "${1:-}" = "--dry-run" ] && DRY=1
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="${OUT:-$ROOT/out/gpu_check}"
-BATCH_COMPARE="${BATCH_COMPARE:-16}"
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+cd "$ROOT" || exit 1
 
-STEPS=(
-  "python -m pytest -m gpu tests -q -rs -p no:cacheprovider 2>&1 | tee \$OUT/gpu_tests.log"
-  "python bench/kernels.py --out \$OUT/kernels.json 2>&1 | tee \$OUT/kernels.log"
-  "python bench/sampling.py --model titok-l-32 --pipelines reference,compile,fast --batch-sizes 1,32,256 --dtype bfloat16 --iters 5 --out \$OUT/sampling_l32_bf16.json --plot \$OUT/sampling_l32_bf16.png 2>&1 | tee \$OUT/sampling_l32_bf16.log"
-  "python bench/sampling.py --model titok-l-32 --pipelines reference,compile,fast --batch-sizes 1,32,256 --dtype float32 --iters 5 --out \$OUT/sampling_l32_fp32.json 2>&1 | tee \$OUT/sampling_l32_fp32.log"
-  "python bench/parity.py --model titok-l-32 --batch-size 32 --out \$OUT/parity_l32.json 2>&1 | tee \$OUT/parity_l32.log"
-  "python bench/sampling.py --compare paper --protocol both --batch-sizes $BATCH_COMPARE --iters 2 --out \$OUT/compare_paper.json --plot \$OUT/compare_paper.png 2>&1 | tee \$OUT/compare_paper.log"
-  "python bench/profile.py --model titok-l-32 --pipeline fast --batch-size 64 --out-dir \$OUT 2>&1 | tee \$OUT/profile.log"
-)
+usage() { sed -n '2,12p' "$0"; }
+DRY=0; REHEARSE=0; STAGES=""; ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) DRY=1 ;;
+    --rehearse) REHEARSE=1 ;;
+    --stage) shift; STAGES="${STAGES:+$STAGES,}${1:-}" ;;
+    --stage=*) STAGES="${STAGES:+$STAGES,}${1#--stage=}" ;;
+    --steps) shift; ONLY="${1:-}" ;;
+    --steps=*) ONLY="${1#--steps=}" ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "gpu_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[ -z "$STAGES" ] || [ "$STAGES" = all ] && STAGES="1,2,3"
+for s in ${STAGES//,/ }; do
+  case "$s" in 1|2|3) ;; *) echo "gpu_check: --stage takes 1, 2, 3 or all, got '$s'" >&2; exit 2 ;; esac
+done
+
+PY="${PYTHON:-python3}"
+OUT="${OUT:-$ROOT/out/gpu_check}"
+case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
+WHEELS="${GPU_CHECK_WHEELS:-$ROOT/.whl}"
+BUDGET="${GPU_CHECK_BUDGET:-570}"
+
+# ---- sizes: the real run, or the CPU rehearsal (same commands, tiny models, batch 1, one iteration) --------
+if [ "$REHEARSE" = 1 ]; then
+  MODE="rehearsal (CPU, tiny sizes)"
+  DEV="--device cpu"; L32=tiny-titok; MAIN_B=1; MAIN_IT="--iters 1 --warmup 1 --stage-iters 1"
+  PARITY="--model tiny --batch-size 1"; CMP=tiny; CMP_SIZE="--batch-sizes 1 --iters 1 --warmup 1 --project-steps 2"
+  PROF="--model tiny --batch-size 1 --iters 1"; KB_SIZE="--quick"; COMPILE_B=1; COMPILE_IT="--iters 1 --warmup 1"
+else
+  MODE="GPU"
+  DEV=""; L32=titok-l-32; MAIN_B=1,32,256; MAIN_IT="--iters 5 --warmup 2 --stage-iters 2"
+  PARITY="--model titok-l-32 --batch-size 32"; CMP=paper
+  CMP_SIZE="--batch-sizes 16 --iters 2 --warmup 1 --project-steps 64"
+  PROF="--model titok-l-32 --batch-size 64 --iters 3"; KB_SIZE=""; COMPILE_B=1,32,256; COMPILE_IT="--iters 3 --warmup 1"
+fi
+
+# ---- the steps: stage|name|timeout (s)|log file (in the work folder)|command ($WORK: the work folder) -------
+STEP_LIST=()
+add() { STEP_LIST+=("$1|$2|$3|$4|$(tr -s ' ' <<<"$5")"); }
+for s in 1 2 3; do add "$s" env 60 "stage$s.env.txt" "$PY \"\$GPU_CHECK_ENV_PY\""; done
+add 1 gpu_tests 330 gpu_tests.log \
+  "$PY -m pytest -q -m gpu tests/ -rs -p no:cacheprovider --continue-on-collection-errors --durations=15 --junitxml=\$WORK/gpu_tests.xml \$PYTEST_EXTRA"
+add 1 sampling_l32_bf16 150 sampling_l32_bf16.log \
+  "$PY bench/sampling.py --model $L32 --pipelines reference,fast --dtype bfloat16 --batch-sizes $MAIN_B $MAIN_IT $DEV --out \$WORK/sampling_l32_bf16.json --plot \$WORK/sampling_l32_bf16.png"
+add 1 sampling_l32_fp32 180 sampling_l32_fp32.log \
+  "$PY bench/sampling.py --model $L32 --pipelines reference,fast --dtype float32 --batch-sizes $MAIN_B $MAIN_IT $DEV --out \$WORK/sampling_l32_fp32.json"
+add 1 parity 120 parity_l32.log \
+  "$PY bench/parity.py $PARITY $DEV --out \$WORK/parity_l32.json"
+add 1 kernel_bench 120 kernel_bench.log \
+  "$PY bench/kernel_bench.py $KB_SIZE $DEV --out \$WORK/kernels.json"
+add 2 compare_paper 240 compare_paper.log \
+  "$PY bench/sampling.py --compare $CMP --protocol paper $CMP_SIZE $DEV --out \$WORK/compare_paper.json --plot \$WORK/compare_paper.png"
+add 2 compare_best 330 compare_best.log \
+  "$PY bench/sampling.py --compare $CMP --protocol best $CMP_SIZE $DEV --out \$WORK/compare_best.json --plot \$WORK/compare_best.png"
+add 3 profile 120 profile_l32.log \
+  "$PY bench/profiling.py $PROF --pipeline fast $DEV --out-dir \$WORK"
+add 3 sampling_l32_compile_bf16 270 sampling_l32_compile_bf16.log \
+  "$PY bench/sampling.py --model $L32 --pipelines compile --dtype bfloat16 --batch-sizes $COMPILE_B $COMPILE_IT --stages off $DEV --out \$WORK/sampling_l32_compile_bf16.json"
+add 3 sampling_l32_compile_fp32 270 sampling_l32_compile_fp32.log \
+  "$PY bench/sampling.py --model $L32 --pipelines compile --dtype float32 --batch-sizes $COMPILE_B $COMPILE_IT --stages off $DEV --out \$WORK/sampling_l32_compile_fp32.json"
+
+selected() {  # stage name -> 0 if this step runs
+  case ",$STAGES," in *",$1,"*) ;; *) return 1 ;; esac
+  [ -z "$ONLY" ] && return 0
+  case ",$ONLY," in *",$2,"*) return 0 ;; esac
+  return 1
+}
+if [ -n "$ONLY" ]; then
+  for n in ${ONLY//,/ }; do
+    found=0
+    for e in "${STEP_LIST[@]}"; do IFS='|' read -r _ name _ _ _ <<<"$e"; [ "$name" = "$n" ] && found=1; done
+    [ "$found" = 1 ] || { echo "gpu_check: no step named '$n' (see --dry-run)" >&2; exit 2; }
+  done
+fi
 
 if [ "$DRY" = 1 ]; then
-  echo "gpu_check dry run: outputs would go to $OUT"
-  for s in "${STEPS[@]}"; do echo "  $s"; done
-  echo "  tar -czf \$OUT/gpu_check.tar.gz -C \$OUT ."
+  echo "gpu_check dry run ($MODE): stages $STAGES; outputs: \$OUT=$OUT (gpu_check_stageN.tgz + .txt per stage)"
+  echo "set-up: pip install --no-index --no-deps --target \$SITE $WHEELS/*.whl; PYTHONPATH=\$SITE:\$IMPORTS"
+  echo "        (\$IMPORTS: titok -> titok/, titok_kernels -> kernels/, titok_bench -> bench/)"
+  for s in ${STAGES//,/ }; do
+    echo "stage $s (budget $BUDGET s):"
+    for e in "${STEP_LIST[@]}"; do
+      IFS='|' read -r st name t log cmd <<<"$e"
+      [ "$st" = "$s" ] && selected "$st" "$name" || continue
+      echo "  [$name, timeout ${t}s, log \$WORK/$log] $cmd"
+    done
+    echo "  after each step: tar -czf \$OUT/gpu_check_stage$s.tgz -C \$WORK ."
+  done
   exit 0
 fi
 
-mkdir -p "$OUT"
-cd "$ROOT" || exit 1
-nvidia-smi 2>&1 | tee "$OUT/nvidia-smi.txt"
-failed=0
-for s in "${STEPS[@]}"; do
-  echo "=== $(date -u +%H:%M:%S) $s"
-  start=$(date +%s)
-  (set -o pipefail; eval "$s")
-  rc=$?
-  echo "=== rc=$rc in $(( $(date +%s) - start )) s" | tee -a "$OUT/steps.txt"
-  [ "$rc" = 0 ] || failed=$((failed + 1))
+# ---- set-up ----------------------------------------------------------------------------------------------
+mkdir -p "$OUT" || exit 1
+TMPD="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")" || exit 1
+[ "${GPU_CHECK_KEEP:-0}" = 1 ] || trap 'rm -rf "$TMPD"' EXIT
+SITE="$TMPD/site"; IMPORTS="$TMPD/imports"
+mkdir -p "$SITE" "$IMPORTS"
+ln -s "$ROOT/titok" "$IMPORTS/titok"
+ln -s "$ROOT/kernels" "$IMPORTS/titok_kernels"
+ln -s "$ROOT/bench" "$IMPORTS/titok_bench"
+HAVE_TIMEOUT=1; command -v timeout >/dev/null 2>&1 || HAVE_TIMEOUT=0
+
+# Wheels: all of them on the GPU machine; in a rehearsal whose Python is not CPython 3.12 only the pure-Python
+# ones (the cp312 binary wheels cannot install there: their packages come from the local environment).
+WHEEL_NOTE=""; WHEEL_RC=0; WHEEL_SECS=0
+WHEEL_LOG="$TMPD/wheels.log"; : >"$WHEEL_LOG"
+shopt -s nullglob
+all_wheels=("$WHEELS"/*.whl)
+shopt -u nullglob
+if [ ${#all_wheels[@]} = 0 ]; then
+  WHEEL_NOTE="no wheels in $WHEELS (bench/fetch_gpu_wheels.sh downloads them): nothing installed"
+else
+  pyver="$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)"
+  install=(); skipped=()
+  for w in "${all_wheels[@]}"; do
+    b="$(basename "$w")"
+    if [ "$REHEARSE" = 1 ] && [ "$pyver" != cp312 ] && [[ "$b" != *-none-any.whl ]]; then skipped+=("$b"); else install+=("$w"); fi
+  done
+  wheel_start=$(date +%s)
+  if [ ${#install[@]} -gt 0 ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" \
+      "${install[@]}" >>"$WHEEL_LOG" 2>&1
+    WHEEL_RC=$?
+  fi
+  WHEEL_SECS=$(($(date +%s) - wheel_start))
+  WHEEL_NOTE="installed ${#install[@]} wheel(s) from $WHEELS into the --target folder (pip rc $WHEEL_RC)"
+  [ ${#skipped[@]} = 0 ] || WHEEL_NOTE="$WHEEL_NOTE; skipped in rehearsal (binary, not for $pyver): ${skipped[*]}"
+  for w in "${install[@]}"; do echo "  installed: $(basename "$w")" >>"$WHEEL_LOG"; done
+fi
+echo "$WHEEL_NOTE" >>"$WHEEL_LOG"
+
+export PYTHONPATH="$SITE:$IMPORTS${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+if [ "$REHEARSE" = 1 ]; then
+  # CPU only, and torch.compile as a no-op: inductor compiles take minutes on a 2-core CPU; the compile
+  # pipeline's code path still runs (eager).
+  export CUDA_VISIBLE_DEVICES="" TORCH_COMPILE_DISABLE=1
+fi
+if [ "$REHEARSE" = 0 ] && [ "${GPU_CHECK_ALLOW_CPU:-0}" != 1 ] && \
+   ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 3)" >/dev/null 2>&1; then
+  echo "gpu_check: $PY sees no CUDA device: this is no GPU machine (on a CPU: --rehearse;" \
+       "GPU_CHECK_ALLOW_CPU=1 runs the full sizes anyway)" >&2
+  exit 3
+fi
+PYTEST_EXTRA=""
+if "$PY" -c "import xdist" >/dev/null 2>&1 && [ "${GPU_TESTS_WORKERS:-4}" != 0 ] && [ "$REHEARSE" = 0 ]; then
+  PYTEST_EXTRA="-n ${GPU_TESTS_WORKERS:-4}"
+fi
+if "$PY" -c "import pytest_timeout" >/dev/null 2>&1; then PYTEST_EXTRA="$PYTEST_EXTRA --timeout 240"; fi
+export PYTEST_EXTRA
+
+export GPU_CHECK_ENV_PY="$TMPD/env_check.py"
+cat >"$GPU_CHECK_ENV_PY" <<'EOF'
+"""gpu_check env step: versions, import check, the device. Non-zero exit if something required is missing."""
+import importlib, importlib.metadata, importlib.util, os, platform, shutil, subprocess, sys, time
+
+root, stage, rehearse = os.environ["GPU_CHECK_ROOT"], os.environ["GPU_CHECK_STAGE"], os.environ["GPU_CHECK_REHEARSE"] == "1"
+print("date (UTC):", time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "| host:", platform.node())
+print("python:", sys.version.split()[0], sys.executable, "| platform:", platform.platform())
+print("git sha:", os.environ.get("GPU_CHECK_SHA", "unknown"), "| stage:", stage, "| rehearsal:", rehearse)
+print("PYTHONPATH:", os.environ.get("PYTHONPATH", ""))
+print("wheels:", os.environ.get("GPU_CHECK_WHEEL_NOTE", ""))
+required = ["torch", "triton", "numpy", "titok", "titok_kernels", "titok_bench", "rich", "safetensors", "PIL",
+            "pytest"]
+if stage == "2" and not rehearse:
+    required.append("diffusers")          # the DiT-XL/2 baseline: imported, to see it works with what is there
+# Looked up, not imported (cheaper): what some steps use when it is there.
+optional = {"matplotlib": "matplotlib", "pynvml": "nvidia-ml-py", "jsonschema": "jsonschema",
+            "diffusers": "diffusers", "hypothesis": "hypothesis", "pytest_benchmark": "pytest-benchmark",
+            "scipy": "scipy", "huggingface_hub": "huggingface-hub", "xdist": "pytest-xdist",
+            "pytest_timeout": "pytest-timeout"}
+bad = []
+for name in required:
+    try:
+        mod = importlib.import_module(name)
+        where = os.path.dirname(getattr(mod, "__file__", "") or "")
+        print(f"  {name:18s} {str(getattr(mod, '__version__', '-')):24s} {where}")
+    except Exception as exc:  # noqa: BLE001 - report every failure, whatever it is
+        print(f"  {name:18s} MISSING ({type(exc).__name__}: {exc})")
+        bad.append(name)
+for name, dist in optional.items():
+    if name in required:
+        continue
+    spec = importlib.util.find_spec(name)
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        version = "-"
+    where = os.path.dirname(spec.origin or "") if spec is not None else ""
+    print(f"  {name:18s} {version:24s} {where}" if spec is not None else f"  {name:18s} not installed (optional)")
+for name, folder in (("titok", "titok"), ("titok_kernels", "kernels"), ("titok_bench", "bench")):
+    mod = sys.modules.get(name)
+    if mod is not None and not os.path.realpath(mod.__file__).startswith(os.path.join(os.path.realpath(root), folder)):
+        print(f"  {name} comes from {mod.__file__}, not from this checkout's {folder}/")
+        bad.append(name)
+for tool in ("sampling.py", "parity.py", "kernel_bench.py", "profiling.py"):
+    if not os.path.exists(os.path.join(root, "bench", tool)):
+        print(f"  bench/{tool} is missing")
+        bad.append(tool)
+data = os.path.join(root, "tests", "data")
+golden = sorted(f for f in os.listdir(data) if f.endswith(".safetensors")) if os.path.isdir(data) else []
+print(f"tests/data: {len(golden)} golden .safetensors files, "
+      f"{sum(os.path.getsize(os.path.join(data, f)) for f in golden) / 1e6:.1f} MB (the GPU pipeline tests load them)")
+if stage == "1" and not golden:
+    bad.append("tests/data")
+import torch
+print("torch", torch.__version__, "| CUDA", torch.version.cuda, "| cuDNN", torch.backends.cudnn.version(),
+      "| cuda available:", torch.cuda.is_available())
+if torch.cuda.is_available():
+    p = torch.cuda.get_device_properties(0)
+    print(f"device: {p.name}, capability {p.major}.{p.minor}, {p.multi_processor_count} SMs, "
+          f"{p.total_memory / 2**30:.1f} GiB")
+elif not rehearse:
+    print("no CUDA device: this is not a GPU machine (use --rehearse on a CPU)")
+    bad.append("cuda")
+smi = shutil.which("nvidia-smi")
+if smi:
+    for args in ([], ["--query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit,"
+                      "temperature.gpu,memory.used,memory.total", "--format=csv"]):
+        print(subprocess.run([smi, *args], capture_output=True, text=True, timeout=30).stdout)
+else:
+    print("nvidia-smi: not found" + (" (rehearsal)" if rehearse else ""))
+if bad:
+    print("MISSING / WRONG:", ", ".join(bad))
+sys.exit(1 if bad else 0)
+EOF
+export GPU_CHECK_ROOT="$ROOT" GPU_CHECK_REHEARSE="$REHEARSE" GPU_CHECK_WHEEL_NOTE="$WHEEL_NOTE"
+GPU_CHECK_SHA="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && GPU_CHECK_SHA="$GPU_CHECK_SHA+uncommitted"
+export GPU_CHECK_SHA
+
+# ---- running ---------------------------------------------------------------------------------------------
+pack() {  # pack the stage's work folder into its archive, atomically; copy the summary beside it
+  tar -czf "$OUT/.gpu_check_stage$1.tgz.part" -C "$WORK" . 2>/dev/null \
+    && mv -f "$OUT/.gpu_check_stage$1.tgz.part" "$OUT/gpu_check_stage$1.tgz"
+  cp -f "$SUMMARY" "$OUT/gpu_check_stage$1.txt" 2>/dev/null
+}
+say() { echo "$*" | tee -a "$SUMMARY"; }
+cpu_mark() {  # $TMPD/cpu.<name>: CPU seconds (user + system) used so far by this shell's finished children
+  times >"$TMPD/times"   # (not in a $(...) subshell: that one has no children yet)
+  awk 'NR == 2 { split($1, u, "m"); split($2, s, "m"); printf "%.1f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' \
+    "$TMPD/times" >"$TMPD/cpu.$1"
+}
+
+total_failed=0
+for S in ${STAGES//,/ }; do
+  export GPU_CHECK_STAGE="$S"
+  WORK="${GPU_CHECK_WORK:-$TMPD/work}/stage$S"
+  rm -rf "$WORK"; mkdir -p "$WORK"; export WORK
+  rm -f "$OUT/gpu_check_stage$S.tgz" "$OUT/gpu_check_stage$S.txt" "$OUT/.gpu_check_stage$S.tgz.part"
+  SUMMARY="$WORK/stage$S.summary.txt"; TSV="$WORK/stage$S.steps.tsv"
+  cp "$WHEEL_LOG" "$WORK/stage$S.wheels.log"
+  printf 'stage\tstep\trc\tstatus\tseconds\tcpu_s\ttimeout_s\tlog\tcommand\n' >"$TSV"
+  stage_start=$(date +%s); deadline=$((stage_start + BUDGET)); failed=0
+  say "=== gpu_check stage $S, $MODE, $(date -u '+%Y-%m-%d %H:%M:%S') UTC, sha $GPU_CHECK_SHA, budget ${BUDGET}s"
+  say "    wheels: $WHEEL_NOTE"
+  wstatus=ok; [ "$WHEEL_RC" = 0 ] || { wstatus=failed; failed=$((failed + 1)); tail -n 15 "$WHEEL_LOG" | tee -a "$SUMMARY"; }
+  printf '%s\twheels\t%s\t%s\t%s\t\t0\tstage%s.wheels.log\tpip install --no-index --no-deps --target SITE %s/*.whl\n' \
+    "$S" "$WHEEL_RC" "$wstatus" "$WHEEL_SECS" "$S" "$WHEELS" >>"$TSV"
+  [ "$HAVE_TIMEOUT" = 1 ] || say "    warning: no 'timeout' command here: steps run without time limits"
+  [ "$REHEARSE" = 1 ] && say "    rehearsal: CPU only (CUDA_VISIBLE_DEVICES=''), TORCH_COMPILE_DISABLE=1 (compile rows run eager)"
+  pack "$S"
+  for e in "${STEP_LIST[@]}"; do
+    IFS='|' read -r st name t log cmd <<<"$e"
+    [ "$st" = "$S" ] && selected "$st" "$name" || continue
+    override="GPU_CHECK_TIMEOUT_$name"; t="${!override:-$t}"
+    left=$((deadline - $(date +%s) - 30))
+    if [ "$left" -lt 5 ]; then
+      say "--- $name: SKIPPED (stage budget of ${BUDGET}s spent)"
+      printf '%s\t%s\t\tskipped\t0\t0\t0\t%s\t%s\n' "$S" "$name" "$log" "$cmd" >>"$TSV"
+      failed=$((failed + 1)); pack "$S"; continue
+    fi
+    [ "$t" -gt "$left" ] && t="$left"
+    say "--- $(date -u +%H:%M:%S) $name (timeout ${t}s) -> $log"
+    say "    $cmd"
+    start=$(date +%s); cpu_mark start
+    if [ "$HAVE_TIMEOUT" = 1 ]; then
+      timeout -s INT -k 20 "$t" bash -c "$cmd" >"$WORK/$log" 2>&1 </dev/null
+    else
+      bash -c "$cmd" >"$WORK/$log" 2>&1 </dev/null
+    fi
+    rc=$?; secs=$(($(date +%s) - start)); cpu_mark end
+    cpu=$(awk -v a="$(cat "$TMPD/cpu.start")" -v b="$(cat "$TMPD/cpu.end")" 'BEGIN { printf "%.1f", b - a }')
+    status=ok
+    if [ "$rc" != 0 ]; then
+      status=failed
+      { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && [ "$secs" -ge "$t" ] && status=timeout
+      failed=$((failed + 1))
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$S" "$name" "$rc" "$status" "$secs" "$cpu" "$t" "$log" "$cmd" >>"$TSV"
+    say "    $status (rc $rc) in ${secs}s (${cpu} CPU-s)"
+    if [ "$status" != ok ]; then tail -n 15 "$WORK/$log" | sed 's/^/    | /' | tee -a "$SUMMARY"; fi
+    pack "$S"
+  done
+  say "=== stage $S: $failed failed step(s) in $(($(date +%s) - stage_start))s; archive $OUT/gpu_check_stage$S.tgz"
+  pack "$S"
+  total_failed=$((total_failed + failed))
 done
-tar -czf "/tmp/gpu_check.tar.gz" -C "$OUT" . && mv /tmp/gpu_check.tar.gz "$OUT/gpu_check.tar.gz"
-echo "gpu_check: $failed failed steps; outputs in $OUT (packed: $OUT/gpu_check.tar.gz)"
-exit "$failed"
+n_out=$(find "$OUT" -maxdepth 1 -type f | wc -l)
+[ "$n_out" -le 8 ] || echo "warning: $n_out files in $OUT: the device tool returns at most 8"
+echo "gpu_check: $total_failed failed step(s); outputs in $OUT"
+exit "$total_failed"
