@@ -1,43 +1,72 @@
-"""Ahead-of-time compilation of a Triton kernel for an NVIDIA target, without a GPU.
+"""Ahead-of-time compilation of the kernels' launches for NVIDIA targets, without a GPU.
 
-Why: the interpreter (TRITON_INTERPRET=1) runs kernels as numpy code and cannot
-see register pressure, spills or shared-memory use. Compiling to a cubin for
-sm_90 / sm_80 on the CPU catches those, so every kernel is checked in CI.
+Why: the interpreter (TRITON_INTERPRET=1) runs kernels as numpy code and cannot see register
+pressure, spills or shared-memory use. Compiling to a cubin for sm_90 / sm_80 on the CPU
+catches those, so every launchable configuration is checked in CI.
 
-`compile_report("titok_kernels.nearest_code", "_nearest_code_kernel", signature,
-constexprs, capability=90)` returns the registers per thread, the stack bytes
-(non-zero means spills), the shared memory the kernel uses, and the chip's
-limit. Resource figures come from the `cuobjdump` shipped inside the triton
-wheel; its `ptxas` is not used. Under TRITON_INTERPRET=1 `@triton.jit` yields
-interpreter objects that cannot be compiled, so the compilation then runs in a
-subprocess with the interpreter switched off.
+What is compiled is what a launch compiles. Each op module declares, beside its kernels,
+`aot_jobs()`: a list of `CompileJob(name, capability, launch)`, where `launch` is the
+`KernelLaunch` (kernel, grid, args, kwargs) that the op's own launcher builds for a
+representative call (tensors on the "meta" device: shapes, strides and dtypes without memory;
+their address 0 counts as 16-byte aligned, as a fresh allocation is). `specialization` runs
+Triton's own launch-time binder on those arguments for the target: pointers 16-byte aligned
+and integers divisible by 16 get `tt.divisibility = 16`, integers equal to 1 become the
+constant 1, except the parameters the kernel lists in `do_not_specialize`. So the compile gets
+the same signature, constants and attributes as the launch (and with them, e.g., 128-bit vector
+loads of unit-stride rows). `specialize=False` compiles the unspecialised kernel instead
+(every integer a plain i32/i64, no alignment facts), for comparison.
+
+`compile_jobs("titok_kernels.maskgit_step")` compiles an op's jobs (all, or those named) and
+returns {name: CompileReport}: registers per thread, stack bytes (non-zero means spills),
+shared memory used and the chip's limit, and the 128-bit global loads in the PTX. It runs one
+subprocess per capability, side by side, with the interpreter switched off (under
+TRITON_INTERPRET=1 `@triton.jit` yields interpreter objects that cannot be compiled).
+Resource figures come from the `cuobjdump` shipped inside the triton wheel.
+
+The binder is Triton's (`create_function_from_signature` and `JITFunction._pack_args`, the same
+in triton 3.6 and 3.9): private API, used so that the specialisation cannot drift from Triton's.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
+from typing import Optional
+
+from .backend import KernelLaunch
 
 # Maximum dynamic shared memory per block (bytes) by compute capability.
 SHARED_MEMORY_LIMIT = {90: 232448, 80: 166912}
 
 
 @dataclasses.dataclass(frozen=True)
-class CompileReport:
-    """Resource use of one compiled kernel variant."""
+class CompileJob:
+    """One kernel launch to compile for sm_<capability>; `name` is unique within the op."""
 
     name: str
     capability: int
+    launch: KernelLaunch
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileReport:
+    """Resource use of one compiled job."""
+
+    name: str
+    capability: int
+    specialized: bool
     num_warps: int
     num_stages: int
     registers: int
     stack_bytes: int
     shared_bytes: int
     shared_limit: int
+    vector_loads: int  # ld.global ... .v4 instructions (128-bit loads of 32-bit elements) in the PTX
 
     @property
     def spills(self) -> bool:
@@ -46,6 +75,37 @@ class CompileReport:
     @property
     def fits(self) -> bool:
         return not self.spills and self.shared_bytes <= self.shared_limit
+
+
+def _jit_function(kernel):
+    import triton
+
+    while not isinstance(kernel, triton.runtime.jit.JITFunction):  # unwrap autotune / heuristics
+        kernel = kernel.fn
+    return kernel
+
+
+def specialization(launch: KernelLaunch, capability: int, specialize: bool = True):
+    """(JITFunction, signature, constexprs, attrs, options) that launching `launch` on an sm_<capability>
+    GPU compiles with (specialize=False: as if every parameter were in do_not_specialize and
+    do_not_specialize_on_alignment)."""
+    import copy
+
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import make_backend
+    from triton.runtime.jit import create_function_from_signature
+
+    fn = _jit_function(launch.kernel)
+    backend = make_backend(GPUTarget("cuda", capability, 32))
+    params = fn.params
+    if not specialize:
+        params = [copy.copy(p) for p in params]
+        for p in params:
+            p.do_not_specialize = p.do_not_specialize_on_alignment = True
+    binder = create_function_from_signature(fn.signature, params, backend)
+    bound_args, spec, options = binder(*launch.args, **launch.kwargs)
+    options, signature, constexprs, attrs = fn._pack_args(backend, launch.kwargs, bound_args, spec, options)
+    return fn, signature, constexprs, attrs, options
 
 
 def _cuobjdump() -> str:
@@ -57,100 +117,69 @@ def _cuobjdump() -> str:
     return path
 
 
-def compile_report(module: str, kernel: str, signature: dict, constexprs: dict | None = None, *,
-                   capability: int = 90, num_warps: int = 4, num_stages: int = 3,
-                   options: dict | None = None) -> CompileReport:
-    """Compile `module.kernel` (a @triton.jit function) for sm_<capability>; report its resources.
-
-    `signature` maps every argument name to a Triton type string ("*fp32", "i32",
-    "i64", "fp32", ... or "constexpr"); `constexprs` gives the constexpr values.
-    """
-    if capability not in SHARED_MEMORY_LIMIT:
-        raise ValueError(f"capability must be one of {sorted(SHARED_MEMORY_LIMIT)}, got {capability}")
-    request = dict(module=module, kernel=kernel, signature=dict(signature),
-                   constexprs=dict(constexprs or {}), capability=capability,
-                   num_warps=num_warps, num_stages=num_stages, options=dict(options or {}))
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
-        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        proc = subprocess.run([sys.executable, "-m", "titok_kernels.aot"], input=json.dumps(request),
-                              capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            raise RuntimeError(f"compiling {module}.{kernel} for sm_{capability} failed:\n{proc.stderr[-4000:]}")
-        return CompileReport(**json.loads(proc.stdout.strip().splitlines()[-1]))
-    return _compile(**request)
-
-
-def _compile(module, kernel, signature, constexprs, capability, num_warps, num_stages, options):
-    import importlib
-
+def compile_job(job: CompileJob, specialize: bool = True) -> CompileReport:
+    """Compile one job in this process (the interpreter must be off)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = getattr(importlib.import_module(module), kernel)
-    while not isinstance(fn, triton.runtime.jit.JITFunction):  # unwrap autotune / heuristics
-        fn = fn.fn
-    src = ASTSource(fn=fn, signature=signature, constexprs=constexprs)
-    opts = {"num_warps": num_warps, "num_stages": num_stages, **options}
-    compiled = triton.compile(src, target=GPUTarget("cuda", capability, 32), options=opts)
+    fn, signature, constexprs, attrs, options = specialization(job.launch, job.capability, specialize)
+    compiled = triton.compile(ASTSource(fn, signature, constexprs, attrs),
+                              target=GPUTarget("cuda", job.capability, 32), options=options.__dict__)
     with tempfile.TemporaryDirectory() as tmp:
         cubin = os.path.join(tmp, "kernel.cubin")
         with open(cubin, "wb") as f:
             f.write(compiled.asm["cubin"])
-        out = subprocess.run([_cuobjdump(), "-res-usage", cubin], capture_output=True,
-                             text=True, check=True).stdout
+        out = subprocess.run([_cuobjdump(), "-res-usage", cubin], capture_output=True, text=True, check=True).stdout
     match = re.search(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)", out)
     if match is None:
         raise RuntimeError(f"could not read resource usage from cuobjdump output:\n{out}")
     registers, stack, static_shared = (int(g) for g in match.groups())
     return CompileReport(
-        name=kernel, capability=capability, num_warps=num_warps, num_stages=num_stages,
-        registers=registers, stack_bytes=stack,
-        shared_bytes=int(compiled.metadata.shared) + static_shared,
-        shared_limit=SHARED_MEMORY_LIMIT[capability],
-    )
+        name=job.name, capability=job.capability, specialized=specialize, num_warps=options.num_warps,
+        num_stages=options.num_stages, registers=registers, stack_bytes=stack,
+        shared_bytes=int(compiled.metadata.shared) + static_shared, shared_limit=SHARED_MEMORY_LIMIT[job.capability],
+        vector_loads=len(re.findall(r"\bld\.global\.[\w:.]*\bv4\.", compiled.asm["ptx"])))
 
 
-def compile_reports(jobs: list[dict]) -> dict[str, dict]:
-    """Compile many kernel variants, one subprocess per capability running side by side.
-
-    Each job: name, module, kernel, signature, constexprs, capability, num_warps, and optionally
-    num_stages and options. Returns {name: CompileReport fields}. The subprocesses run without
-    the interpreter, whatever the caller's TRITON_INTERPRET.
-    """
+def compile_jobs(module: str, names: Optional[list[str]] = None, *, specialize: bool = True) -> dict:
+    """Compile the jobs declared by `module.aot_jobs()` (those in `names`, or all): one subprocess per
+    capability, side by side, without the interpreter. Returns {name: CompileReport}."""
+    jobs = importlib.import_module(module).aot_jobs()
+    if names is not None:
+        unknown = set(names) - {job.name for job in jobs}
+        if unknown:
+            raise ValueError(f"{module}.aot_jobs() declares no job named {sorted(unknown)}")
+        jobs = [job for job in jobs if job.name in names]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     procs = []
-    for capability in sorted({job["capability"] for job in jobs}):
-        batch = [job for job in jobs if job["capability"] == capability]
-        procs.append(subprocess.Popen([sys.executable, "-m", "titok_kernels.aot", "--batch"], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=root))
-        procs[-1].stdin.write(json.dumps(batch))
-        procs[-1].stdin.close()
+    for capability in sorted({job.capability for job in jobs}):
+        request = dict(module=module, capability=capability, specialize=specialize,
+                       names=[job.name for job in jobs if job.capability == capability])
+        proc = subprocess.Popen([sys.executable, "-m", "titok_kernels.aot"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc.stdin.write(json.dumps(request))
+        proc.stdin.close()
+        procs.append(proc)
     reports = {}
     for proc in procs:
         out, err = proc.stdout.read(), proc.stderr.read()
         if proc.wait() != 0:
-            raise RuntimeError(f"ahead-of-time compilation failed:\n{err[-4000:]}")
-        reports.update({r["job"]: r for r in json.loads(out.strip().splitlines()[-1])})
+            raise RuntimeError(f"ahead-of-time compilation of {module} failed:\n{err[-4000:]}")
+        reports.update({r["name"]: CompileReport(**r) for r in json.loads(out.strip().splitlines()[-1])})
     return reports
 
 
-def _compile_job(job: dict) -> dict:
-    report = _compile(module=job["module"], kernel=job["kernel"], signature=job["signature"],
-                      constexprs=job.get("constexprs", {}), capability=job["capability"],
-                      num_warps=job.get("num_warps", 4), num_stages=job.get("num_stages", 3),
-                      options=job.get("options", {}))
-    return {"job": job["name"], **dataclasses.asdict(report)}
-
-
-if __name__ == "__main__":  # subprocess entry: one request, or a batch of jobs (--batch)
+def _main() -> None:
+    """Subprocess entry: compile the named jobs of one module for one capability; print JSON reports."""
     import warnings
 
     warnings.filterwarnings("ignore")
     request = json.loads(sys.stdin.read())
-    if sys.argv[1:] == ["--batch"]:
-        print(json.dumps([_compile_job(job) for job in request]))
-    else:
-        print(json.dumps(dataclasses.asdict(_compile(**request))))
+    jobs = [job for job in importlib.import_module(request["module"]).aot_jobs()
+            if job.capability == request["capability"] and job.name in request["names"]]
+    print(json.dumps([dataclasses.asdict(compile_job(job, request["specialize"])) for job in jobs]))
+
+
+if __name__ == "__main__":
+    _main()

@@ -41,15 +41,18 @@ CUDA-core FMA dots; Q K^T is summed over 16-wide head-dim chunks to keep the FMA
 operands in registers.
 
 Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 (fp32,
-fp16) and by ahead-of-time compilation for sm_90/sm_80 (every kept autotune
-config, fp16/bf16/fp32, d 32/64/128: no register spills, shared memory within
-the limit). Config choices are reasoned, not measured.
+fp16; triton 3.9 and 3.6) and by ahead-of-time compilation for sm_90/sm_80 of every
+kept autotune config (`aot_jobs()`: fp16/bf16/fp32, d 32/64/128, specialised as a
+launch is; no register spills, shared memory within the limit, with triton 3.9's
+ptxas and with triton 3.6's). Config choices are reasoned, not measured.
 
 Limits: forward only (no autograd); no dropout, attention mask or causal mode.
 Triton backend: CUDA tensors (or CPU tensors under TRITON_INTERPRET=1, where bf16
-is not available); channel (last-dim) stride 1 and rows 16-byte aligned (base
-address and batch/row strides multiples of 16 bytes; checked, ValueError
-otherwise); the last dimension is 3 * num_heads * d. The 16-byte alignment lets
+is not available); head dim 32, 64 or 128; channel (last-dim) stride 1 and rows
+16-byte aligned (base address and batch/row strides multiples of 16 bytes). A call
+outside these raises ValueError / TypeError with backend="triton", and runs the
+torch reference with backend="auto" (with a KernelFallbackWarning, once per
+reason). The last dimension is 3 * num_heads * d. The 16-byte alignment lets
 the kernel tell the compiler so (the per-row select hides it), which gives
 16-byte vector loads and cp.async pipelining; without that hint the ahead-of-time
 compiles used 2-byte loads and spilled for most of the candidate tiles.
@@ -91,25 +94,27 @@ mostly the bytes and launches of repeat/cat/LN/GEMM on rows that never change.
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-BACKENDS = ("auto", "triton", "torch")
+from .aot import CompileJob
+from .backend import (KernelLaunch, NotApplicable, check_backend, check_tensor, interpreter_dtype_issue,
+                      interpreting, launch, resolve_backend)
+from .reference import concat_attention_torch
+
+OP = "concat_attention"
 TRITON_HEAD_DIMS = (32, 64, 128)
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _LOG2E = 1.4426950408889634
 
 
 # --------------------------------------------------------------------------------------------
 # Autotune configs: (BLOCK_M, BLOCK_N, num_warps, num_stages) per (arch, precision, head dim).
 # Every entry compiles without register spills and within shared memory for its arch
-# (tests/test_concat_attention.py compiles them all ahead of time for sm_90 and sm_80, fp16, bf16
-# and fp32); configs that spilled in those compiles were pruned, as noted. The reasons are design
+# (`aot_jobs()` below declares each as launched, for sm_90 and sm_80, fp16, bf16 and fp32;
+# tests/test_concat_attention.py compiles them all); configs that spilled were pruned, as noted. The reasons are design
 # reasoning, not measurements: nothing has been timed on a GPU yet.
 # --------------------------------------------------------------------------------------------
 _CONFIGS = {
@@ -142,14 +147,15 @@ _CONFIGS = {
     ],
     # fp32 (both archs): ieee FMA dots hold whole operand rows per thread, so small tiles and
     # QK^T summed over 16-column head-dim chunks (_FP32_QK_CHUNK); unchunked, every tile tried
-    # spilled at d >= 64.
-    ("sm90", "fp32", 32): [(64, 32, 8, 2), (32, 32, 4, 2)],  # 8 warps spread the FMA operands
+    # spilled at d >= 64. Each entry compiles without spills with the ptxas of triton 3.9 (12.9)
+    # and of triton 3.6 (12.8), which spilled 8 B in (64, 32, 8, 2) at d=32 on sm_90 and in
+    # (32, 16, 4, 2) at d=128 on sm_90 and sm_80.
+    ("sm90", "fp32", 32): [(64, 32, 8, 3), (32, 32, 4, 2)],  # 8 warps spread the FMA operands
     ("sm90", "fp32", 64): [(64, 32, 8, 2), (32, 32, 4, 2)],  # (64, 32, 4, 2) spilled 48 B
-    ("sm90", "fp32", 128): [(64, 32, 8, 2), (32, 16, 4, 2)],  # (64, 32, 4, 2) spilled 1320 B
+    ("sm90", "fp32", 128): [(64, 32, 8, 2), (32, 16, 8, 2)],  # (64, 32, 4, 2) spilled 1320 B
 }
-for _d in (32, 64):
+for _d in (32, 64, 128):  # (32, 32, 4, 2) spilled 24 B at d=128 on sm_80
     _CONFIGS[("sm80", "fp32", _d)] = _CONFIGS[("sm90", "fp32", _d)]
-_CONFIGS[("sm80", "fp32", 128)] = [(64, 32, 8, 2), (32, 16, 4, 2)]  # (32, 32, 4, 2) spilled 24 B on sm_80
 _FP32_QK_CHUNK = 16
 # Under TRITON_INTERPRET=1 there is no autotuning: tiles of the next power of two of the query /
 # key length, 16..512, so TiTok lengths (L <= 512) take one query block and one key block: the
@@ -167,8 +173,24 @@ def _arch(device: torch.device) -> str:
     return "sm90" if torch.cuda.get_device_capability(device)[0] >= 9 else "sm80"
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(int(n) - 1, 0).bit_length()
+@triton.jit
+def _row_pointers(rows, qkv_base, shared_ptr, stride_qkv_l, stride_shared_l, shared_len, per_sample_len,
+                  SHARED_FIRST: tl.constexpr):
+    """Start of each logical row (int64 `rows`) in whichever segment holds it: the shared rows (one copy)
+    or this sample's rows. One pointer per row (not per element) keeps the pointer tensors 1-D, and a
+    block of rows may straddle the segment boundary."""
+    if SHARED_FIRST:
+        is_shared = rows < shared_len
+        shared_rows = rows
+        sample_rows = rows - shared_len
+    else:
+        is_shared = rows >= per_sample_len
+        shared_rows = rows - per_sample_len
+        sample_rows = rows
+    row_ptr = tl.where(is_shared, shared_ptr + shared_rows * stride_shared_l, qkv_base + sample_rows * stride_qkv_l)
+    # A select loses the operands' alignment in Triton's axis analysis; restoring it (the launcher
+    # checks 16-byte bases and row strides) gives 16-byte vector loads and cp.async pipelining.
+    return tl.multiple_of(row_ptr, [16])
 
 
 @triton.jit
@@ -179,21 +201,8 @@ def _attend_block(acc, m_i, l_i, q, q_ptrs, q_valid, qkv_base, shared_ptr, start
                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """One online-softmax step over key rows start_n..start_n+BLOCK_N of the logical sequence."""
     rows = start_n + offs_n  # int64 (offs_n is int64)
-    if SHARED_FIRST:
-        is_shared = rows < shared_len
-        shared_rows = rows
-        sample_rows = rows - shared_len
-    else:
-        is_shared = rows >= per_sample_len
-        shared_rows = rows - per_sample_len
-        sample_rows = rows
-    # One pointer per key row, from whichever segment holds it (a block may straddle the
-    # boundary); selecting per row (not per element) keeps the pointer tensors 1-D.
-    row_ptr = tl.where(is_shared, shared_ptr + shared_rows * stride_shared_l,
-                       qkv_base + sample_rows * stride_qkv_l)
-    # A select loses the operands' alignment in Triton's axis analysis; restoring it (the launcher
-    # checks 16-byte bases and row strides) gives 16-byte vector loads and cp.async pipelining.
-    row_ptr = tl.multiple_of(row_ptr, [16])[:, None]
+    row_ptr = _row_pointers(rows, qkv_base, shared_ptr, stride_qkv_l, stride_shared_l, shared_len, per_sample_len,
+                            SHARED_FIRST)[:, None]
     valid = rows < seq_len
     if QK_CHUNK == HEAD_DIM:
         if MASKED:
@@ -259,18 +268,8 @@ def _concat_attention_kernel(
 
     # Query rows: logical rows query_start + offs_m, each loaded from the segment that holds it.
     q_valid = offs_m < query_len
-    q_rows = query_start + offs_m
-    if SHARED_FIRST:
-        q_shared = q_rows < shared_len
-        q_shared_rows = q_rows
-        q_sample_rows = q_rows - shared_len
-    else:
-        q_shared = q_rows >= per_sample_len
-        q_shared_rows = q_rows - per_sample_len
-        q_sample_rows = q_rows
-    q_row_ptr = tl.where(q_shared, shared_ptr + q_shared_rows * stride_shared_l,
-                         qkv_base + q_sample_rows * stride_qkv_l)
-    q_row_ptr = tl.multiple_of(q_row_ptr, [16])
+    q_row_ptr = _row_pointers(query_start + offs_m, qkv_base, shared_ptr, stride_qkv_l, stride_shared_l, shared_len,
+                              per_sample_len, SHARED_FIRST)
     q_ptrs = q_row_ptr[:, None] + (head * HEAD_DIM + offs_c)[None, :]  # first QK_CHUNK columns of Q
     if QK_CHUNK == HEAD_DIM:
         q = tl.load(q_ptrs, mask=q_valid[:, None], other=0.0)  # kept in registers for all key blocks
@@ -317,46 +316,11 @@ _concat_attention_autotuned = triton.autotune(
 
 
 # --------------------------------------------------------------------------------------------
-# Torch reference and helpers
+# Validation, applicability and launch
 # --------------------------------------------------------------------------------------------
-def split_packed_qkv(qkv: torch.Tensor, num_heads: int):
-    """Split packed (B, L, 3*H*d) into q, k, v of shape (B, H, L, d) (views, no copy)."""
-    batch, length, width = qkv.shape
-    head_dim = width // (3 * num_heads)
-    parts = qkv.view(batch, length, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)
-    return parts[0], parts[1], parts[2]
-
-
-def concat_attention_torch(qkv: torch.Tensor, shared_qkv: Optional[torch.Tensor] = None, *, num_heads: int,
-                           shared_first: bool = True, query_rows: Optional[tuple[int, int]] = None) -> torch.Tensor:
-    """Reference: materialise the concatenated sequence (expand + cat), split heads, SDPA, merge heads."""
-    batch = qkv.shape[0]
-    if shared_qkv is not None and shared_qkv.shape[0] > 0:
-        shared = shared_qkv.unsqueeze(0).expand(batch, -1, -1)
-        seq = torch.cat([shared, qkv] if shared_first else [qkv, shared], dim=1)
-    else:
-        seq = qkv
-    start, stop = (0, seq.shape[1]) if query_rows is None else query_rows
-    q, k, v = split_packed_qkv(seq, num_heads)
-    out = F.scaled_dot_product_attention(q[:, :, start:stop], k, v)
-    return out.transpose(1, 2).reshape(batch, stop - start, qkv.shape[2] // 3)
-
-
-# --------------------------------------------------------------------------------------------
-# Validation and launch
-# --------------------------------------------------------------------------------------------
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def _check_inputs(qkv, shared_qkv, num_heads, shared_first, query_rows, backend):
-    """Validate shapes/dtypes/devices (never device data); return (backend, start, stop)."""
-    if not isinstance(qkv, torch.Tensor):
-        raise TypeError(f"qkv must be a torch.Tensor, got {type(qkv).__name__}")
-    if qkv.dim() != 3:
-        raise ValueError(f"qkv must have shape (B, Lp, 3*H*d), got shape {tuple(qkv.shape)}")
-    if qkv.dtype not in _DTYPES:
-        raise TypeError(f"qkv dtype must be float32, float16 or bfloat16, got {qkv.dtype}")
+def _validate(qkv, shared_qkv, num_heads, shared_first, query_rows) -> tuple[int, int]:
+    """Validate shapes/dtypes/devices (never device data); return the query rows (start, stop)."""
+    check_tensor("qkv", qkv, ndim=3, layout="(B, Lp, 3*H*d)")
     if isinstance(num_heads, bool) or not isinstance(num_heads, int):
         raise TypeError(f"num_heads must be an int, got {type(num_heads).__name__}")
     if num_heads < 1:
@@ -376,71 +340,57 @@ def _check_inputs(qkv, shared_qkv, num_heads, shared_first, query_rows, backend)
         if shared_qkv.dim() != 2 or shared_qkv.shape[1] != width:
             raise ValueError(f"shared_qkv must have shape (Ls, {width}) to match qkv {tuple(qkv.shape)}, "
                              f"got shape {tuple(shared_qkv.shape)}")
-        if shared_qkv.dtype != qkv.dtype:
-            raise TypeError(f"shared_qkv dtype must equal qkv dtype {qkv.dtype}, got {shared_qkv.dtype}")
-        if shared_qkv.device != qkv.device:
-            raise ValueError(f"shared_qkv must be on qkv's device {qkv.device}, got {shared_qkv.device}")
+        check_tensor("shared_qkv", shared_qkv, dtypes=(qkv.dtype,), device=qkv.device, device_of="qkv")
         shared_len = shared_qkv.shape[0]
     seq_len = shared_len + per_sample_len
     if query_rows is None:
-        start, stop = 0, seq_len
-    else:
-        if (not isinstance(query_rows, (tuple, list)) or len(query_rows) != 2
-                or any(isinstance(r, bool) or not isinstance(r, int) for r in query_rows)):
-            raise TypeError(f"query_rows must be None or a pair of ints (start, stop), got {query_rows!r}")
-        start, stop = query_rows
-        if not 0 <= start < stop <= seq_len:
-            raise ValueError(f"query_rows must satisfy 0 <= start < stop <= L = {seq_len}, got {tuple(query_rows)}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        backend = "triton" if qkv.device.type == "cuda" else "torch"
-    if backend == "triton":
-        # Unit channel stride, as in other flash-attention kernels: per-row pointers + contiguous
-        # head columns keep the pointer tensors small and the loads vectorised.
-        if qkv.stride(2) != 1:
-            raise ValueError(f"backend='triton' needs qkv's last dim to have stride 1, got strides {qkv.stride()}")
-        if shared_qkv is not None and shared_len > 0 and shared_qkv.stride(1) != 1:
-            raise ValueError(f"backend='triton' needs shared_qkv's last dim to have stride 1, "
-                             f"got strides {shared_qkv.stride()}")
-        head_dim = width // (3 * num_heads)
-        if head_dim not in TRITON_HEAD_DIMS:
-            raise ValueError(f"the triton backend supports head dims {TRITON_HEAD_DIMS}; qkv shape "
-                             f"{tuple(qkv.shape)} with num_heads={num_heads} gives head dim {head_dim}")
-        if qkv.device.type != "cuda":
-            if not _interpreting():
-                raise ValueError(f"backend='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), "
-                                 f"got qkv on {qkv.device}")
-            if qkv.dtype == torch.bfloat16:
-                raise TypeError("bfloat16 is not supported by the Triton interpreter (TRITON_INTERPRET=1); "
-                                "use float32/float16 or a CUDA device")
-    return backend, start, stop
+        return 0, seq_len
+    if (not isinstance(query_rows, (tuple, list)) or len(query_rows) != 2
+            or any(isinstance(r, bool) or not isinstance(r, int) for r in query_rows)):
+        raise TypeError(f"query_rows must be None or a pair of ints (start, stop), got {query_rows!r}")
+    start, stop = query_rows
+    if not 0 <= start < stop <= seq_len:
+        raise ValueError(f"query_rows must satisfy 0 <= start < stop <= L = {seq_len}, got {tuple(query_rows)}")
+    return start, stop
 
 
-def _check_row_alignment(name: str, t: torch.Tensor, dims) -> None:
-    """The kernel promises the compiler 16-byte aligned rows: check base address and row strides.
-
-    Runs on real tensors only (in the op, not at trace time: fake tensors have no address).
-    """
-    misaligned = t.data_ptr() % 16 != 0 or any(t.shape[i] > 1 and (t.stride(i) * t.element_size()) % 16 != 0
-                                               for i in dims)
-    if misaligned:
-        raise ValueError(f"backend='triton' needs {name} rows 16-byte aligned (base address and row strides "
-                         f"multiples of 16 bytes); got data_ptr % 16 = {t.data_ptr() % 16}, strides {t.stride()}, "
-                         f"dtype {t.dtype}; use an aligned view or backend='torch'")
+def _misaligned_rows(t: torch.Tensor, dims) -> bool:
+    """The kernel promises the compiler 16-byte aligned rows: base address and row strides (real tensors only)."""
+    return t.data_ptr() % 16 != 0 or any(t.shape[i] > 1 and (t.stride(i) * t.element_size()) % 16 != 0
+                                         for i in dims)
 
 
-def _launch(qkv, shared_qkv, num_heads, shared_first, start, stop, config=None):
-    """Allocate the output and launch the kernel; `config` = (BLOCK_M, BLOCK_N, warps, stages) skips autotuning."""
+def _not_applicable(qkv, shared_qkv, num_heads) -> Optional[NotApplicable]:
+    """Why the kernel cannot take this (validated) call, or None. Reads data pointers: real tensors only."""
+    # Unit channel stride and 16-byte aligned rows, as in other flash-attention kernels: per-row
+    # pointers + contiguous head columns keep the pointer tensors small and the loads vectorised.
+    has_shared = shared_qkv is not None and shared_qkv.shape[0] > 0
+    head_dim = qkv.shape[2] // (3 * num_heads)
+    if head_dim not in TRITON_HEAD_DIMS:
+        return NotApplicable(f"head dim not in {TRITON_HEAD_DIMS}", ValueError(
+            f"the triton backend supports head dims {TRITON_HEAD_DIMS}; qkv shape {tuple(qkv.shape)} with "
+            f"num_heads={num_heads} gives head dim {head_dim}"))
+    for name, t, dims in (("qkv", qkv, (0, 1)), ("shared_qkv", shared_qkv if has_shared else None, (0,))):
+        if t is None:
+            continue
+        if t.stride(-1) != 1:
+            return NotApplicable("channel stride != 1", ValueError(
+                f"backend='triton' needs {name}'s last dim to have stride 1, got strides {t.stride()}"))
+        if _misaligned_rows(t, dims):
+            return NotApplicable("rows not 16-byte aligned", ValueError(
+                f"backend='triton' needs {name} rows 16-byte aligned (base address and row strides multiples of "
+                f"16 bytes); got data_ptr % 16 = {t.data_ptr() % 16}, strides {t.stride()}, dtype {t.dtype}; "
+                f"use an aligned view or backend='torch'"))
+    return interpreter_dtype_issue(qkv=qkv)
+
+
+def _launch_plan(qkv, shared_qkv, num_heads, shared_first, start, stop, config=None):
+    """(output, its KernelLaunch) for an applicable call with B >= 1. `config` = (BLOCK_M, BLOCK_N, warps,
+    stages) skips autotuning; without it the interpreter uses one tile of the whole length."""
     batch, per_sample_len, width = qkv.shape
     head_dim = width // (3 * num_heads)
     query_len = stop - start
     out = torch.empty((batch, query_len, num_heads * head_dim), dtype=qkv.dtype, device=qkv.device)
-    if batch == 0:
-        return out
-    _check_row_alignment("qkv", qkv, (0, 1))
-    if shared_qkv is not None and shared_qkv.shape[0] > 0:
-        _check_row_alignment("shared_qkv", shared_qkv, (0,))
     if shared_qkv is None or shared_qkv.shape[0] == 0:
         # Dummy pointer for an empty shared segment: no row ever selects it (shared_len = 0).
         shared_qkv, shared_len, stride_shared_l = qkv, 0, 0
@@ -449,32 +399,41 @@ def _launch(qkv, shared_qkv, num_heads, shared_first, start, stop, config=None):
     seq_len = shared_len + per_sample_len
     args = (qkv, shared_qkv, out, qkv.stride(0), qkv.stride(1), stride_shared_l, out.stride(0), out.stride(1),
             per_sample_len, shared_len, start, query_len, _LOG2E / math.sqrt(head_dim),
-            _next_pow2(seq_len), _next_pow2(query_len), _next_pow2(batch * num_heads))
+            triton.next_power_of_2(seq_len), triton.next_power_of_2(query_len),
+            triton.next_power_of_2(batch * num_heads))
     fp32 = qkv.dtype == torch.float32
     constexprs = dict(NUM_HEADS=num_heads, HEAD_DIM=head_dim, SHARED_FIRST=shared_first,
                       DOT_PRECISION="ieee" if fp32 else "tf32", QK_CHUNK=_FP32_QK_CHUNK if fp32 else head_dim)
-    if config is None and _interpreting():
-        config = (min(_INTERPRETER_MAX_TILE, max(16, _next_pow2(query_len))),
-                  min(_INTERPRETER_MAX_TILE, max(16, _next_pow2(seq_len))), 4, 1)
+    if config is None and interpreting():
+        config = (min(_INTERPRETER_MAX_TILE, max(16, triton.next_power_of_2(query_len))),
+                  min(_INTERPRETER_MAX_TILE, max(16, triton.next_power_of_2(seq_len))), 4, 1)
     if config is None:
         grid = lambda meta: (triton.cdiv(query_len, meta["BLOCK_M"]) * batch * num_heads,)  # noqa: E731
-        _concat_attention_autotuned[grid](*args, **constexprs)
-    else:
-        block_m, block_n, warps, stages = config
-        grid = (triton.cdiv(query_len, block_m) * batch * num_heads,)
-        _concat_attention_kernel[grid](*args, **constexprs, BLOCK_M=block_m, BLOCK_N=block_n,
-                                       num_warps=warps, num_stages=stages)
+        return out, KernelLaunch(_concat_attention_autotuned, grid, args, constexprs)
+    block_m, block_n, warps, stages = config
+    return out, KernelLaunch(_concat_attention_kernel, (triton.cdiv(query_len, block_m) * batch * num_heads,), args,
+                             dict(constexprs, BLOCK_M=block_m, BLOCK_N=block_n, num_warps=warps, num_stages=stages))
+
+
+def _launch(qkv, shared_qkv, num_heads, shared_first, start, stop, config=None):
+    """Triton path for an applicable call: allocate the output, launch (see `_launch_plan`)."""
+    if qkv.shape[0] == 0:
+        return qkv.new_empty((0, stop - start, qkv.shape[2] // 3))
+    out, kernel_launch = _launch_plan(qkv, shared_qkv, num_heads, shared_first, start, stop, config)
+    launch(OP, kernel_launch)
     return out
 
 
 @torch.library.custom_op("titok::concat_attention", mutates_args=())
 def _concat_attention_op(qkv: torch.Tensor, shared_qkv: Optional[torch.Tensor], num_heads: int,
                          shared_first: bool, query_start: int, query_stop: int, backend: str) -> torch.Tensor:
-    backend, start, stop = _check_inputs(qkv, shared_qkv, num_heads, shared_first,
-                                         (query_start, query_stop), backend)
-    if backend == "torch":
+    start, stop = _validate(qkv, shared_qkv, num_heads, shared_first, (query_start, query_stop))
+    if resolve_backend(OP, backend, qkv.device, _not_applicable(qkv, shared_qkv, num_heads)) == "torch":
         return concat_attention_torch(qkv, shared_qkv, num_heads=num_heads, shared_first=shared_first,
                                       query_rows=(start, stop)).contiguous()
+    if qkv.device.type == "cuda":
+        with torch.cuda.device(qkv.device):  # Triton launches on the current device
+            return _launch(qkv, shared_qkv, num_heads, shared_first, start, stop)
     return _launch(qkv, shared_qkv, num_heads, shared_first, start, stop)
 
 
@@ -490,9 +449,33 @@ def concat_attention(qkv: torch.Tensor, shared_qkv: Optional[torch.Tensor] = Non
 
     qkv: (B, Lp, 3*H*d) packed per-sample projection output (any strides); shared_qkv: (Ls, 3*H*d) or
     None, read with batch stride 0; query_rows: (start, stop) logical rows to compute (default all).
-    Returns (B, stop - start, H*d) in qkv's dtype. backend: "auto" (triton on CUDA, torch otherwise),
-    "triton", "torch". Registered as torch.ops.titok.concat_attention. On CUDA the first call per
+    Returns (B, stop - start, H*d) in qkv's dtype. backend: "auto", "triton" or "torch"
+    (titok_kernels.backend describes the choice; auto falls back to torch, with a warning, where the
+    kernel does not apply). Registered as torch.ops.titok.concat_attention. On CUDA the first call per
     (power-of-two L, Lq and B*H bucket, head dim, dtype) autotunes: make it before a CUDA-graph capture.
     """
-    backend, start, stop = _check_inputs(qkv, shared_qkv, num_heads, shared_first, query_rows, backend)
+    start, stop = _validate(qkv, shared_qkv, num_heads, shared_first, query_rows)
+    check_backend(backend)
     return _concat_attention_op(qkv, shared_qkv, num_heads, shared_first, start, stop, backend)
+
+
+# --------------------------------------------------------------------------------------------
+# Ahead-of-time compile jobs: every kept config, launched on the TiTok-L decoder's first layer
+# (B = 8, H = 16, 257 shared rows before 32 per-sample rows, all 289 query rows; contiguous
+# packed QKV, so every row stride is a multiple of 16 bytes).
+# --------------------------------------------------------------------------------------------
+_AOT_DTYPES = {"lowp": (torch.float16, torch.bfloat16), "fp32": (torch.float32,)}
+
+
+def aot_jobs() -> list[CompileJob]:
+    jobs = []
+    heads, shared_len, per_sample_len = 16, 257, 32
+    for (arch, precision, head_dim), configs in _CONFIGS.items():
+        for dtype in _AOT_DTYPES[precision]:
+            qkv = torch.empty((8, per_sample_len, 3 * heads * head_dim), dtype=dtype, device="meta")
+            shared = torch.empty((shared_len, 3 * heads * head_dim), dtype=dtype, device="meta")
+            for config in configs:
+                _, kernel_launch = _launch_plan(qkv, shared, heads, True, 0, shared_len + per_sample_len, config)
+                name = f"{str(dtype)[6:]} d{head_dim} {config[0]}x{config[1]} w{config[2]} s{config[3]} {arch}"
+                jobs.append(CompileJob(name, int(arch[2:]), kernel_launch))
+    return jobs

@@ -1,6 +1,7 @@
 """One MaskGIT sampling step: guidance combine, Gumbel-max sample, confidence, cut-off, re-mask.
 
-Torch reference (this file's `maskgit_step_torch`): the exact arithmetic of the
+Torch reference (`titok_kernels.reference.maskgit_step_torch`, what backend="torch"
+runs): the exact arithmetic of the
 official TiTok sampler (bytedance/1d-tokenizer, `ImageBert.generate`), one step,
 as a pure function of (logits, ids, noise, schedule values):
 
@@ -98,9 +99,10 @@ Noise, two modes (exactly one per call):
     log rounding); it is the given-noise path that reproduces the reference.
   * The torch backend with a seed draws u_sample then u_conf with `torch.rand` from a
     `torch.Generator` on the tensors' device, seeded with a 64-bit mix (splitmix64) of
-    (seed, offset). Torch and Triton seeded streams differ; the same (seed, offset) gives
-    the same ids within a backend and device. A tensor seed is read with `.item()` by
-    the torch backend (a host sync on CUDA; the torch backend is the CPU path).
+    (seed, offset) (`titok_kernels.reference.torch_noise`). Torch and Triton seeded
+    streams differ; the same (seed, offset) gives the same ids within a backend and
+    device. A tensor seed is read with `.item()` by the torch backend (a host sync on
+    CUDA; the torch backend is the CPU path).
 
 NaN rule (both backends, torch's): in the argmax NaN is above every number and the
 first NaN wins, so a row whose logits (after guidance/temperature/noise) contain NaN
@@ -110,75 +112,41 @@ never re-masked, and if the n-th smallest confidence is NaN no token of that row
 re-masked. No host synchronisation is spent looking for NaN.
 
 Shapes and dtypes: cond/uncond logits (B, K, V) fp32, fp16 or bf16 (may differ; math
-in fp32), any strides (passed to the kernel; nothing is copied); ids (B, K) int32 or
-int64, any strides; noise fp32, any strides; V == mask_id (the mask id is the codebook
+in fp32; no bf16 under the interpreter, where backend="auto" falls back to torch), any
+strides (passed to the kernel; nothing is copied); ids (B, K) int32 or int64, any
+strides; noise fp32, any strides; V == mask_id (the mask id is the codebook
 size); 1 <= K <= 1024 (the last program of a row holds next_power_of_2(K) confidences in
 registers: 1024 for the MaskGIT 512px baseline, 32 / 64 / 128 for TiTok);
 1 <= V < 2^31; B * K < 2^31; B >= 0 (B == 0 returns an empty (0, K) result without a
 launch). Offsets into the logits and noise are int64. Output: a new (B, K) int64
 tensor. Temporary memory: B*K*4 bytes (confidences) per call, plus the counters.
 
-Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 and by
-ahead-of-time compilation for sm_90/sm_80 (no spills, shared memory within the limit).
-Block sizes and warp counts are chosen to compile without spills, not by measurement.
+Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 (triton 3.9
+and 3.6) and by ahead-of-time compilation for sm_90/sm_80 of the launches of
+`aot_jobs()` (representative calls, specialised as a launch is: no spills, shared memory
+within the limit). Block sizes and warp counts are chosen to compile without spills,
+not by measurement.
+
+Limits: forward only; one step per launch; launches that overlap in time on different
+streams of one device share the arrival counters and are not supported (above).
 """
 from __future__ import annotations
 
 import math
 import numbers
-import os
 
 import numpy as np
 import torch
 import triton
 import triton.language as tl
 
+from .aot import CompileJob
+from .backend import (INDEX_DTYPES, KernelLaunch, check_backend, check_tensor, interpreter_dtype_issue, interpreting,
+                      launch, resolve_backend)
+from .reference import maskgit_step_torch, torch_noise
+
+OP = "maskgit_step"
 GUIDANCE_ANCHORS = ("cond", "uncond")
-
-
-def _gumbel(u: torch.Tensor) -> torch.Tensor:
-    """-log(-log(u)) with the official clamps at 1e-20 (so 0 and 1 give finite values)."""
-    return -torch.log((-torch.log(u.clamp(min=1e-20))).clamp(min=1e-20))
-
-
-def maskgit_step_torch(cond_logits: torch.Tensor, uncond_logits: torch.Tensor | None,
-                       ids: torch.Tensor, sample_noise: torch.Tensor, confidence_noise: torch.Tensor, *,
-                       mask_id: int, guidance_scale: float = 0.0, guidance_anchor: str = "cond",
-                       softmax_temperature: float | None = None, gumbel_temperature: float = 0.0,
-                       schedule_mask_len: int = 1, last_step: bool = False) -> torch.Tensor:
-    """Reference step, numerically the official code (fp32 math). Returns the next ids (B, K) int64.
-
-    `uncond_logits=None` means no guidance (the official `cfg_scale == 0` branch).
-    """
-    logits = cond_logits.float()
-    if uncond_logits is not None:
-        uncond = uncond_logits.float()
-        if guidance_anchor == "cond":
-            logits = logits + (logits - uncond) * guidance_scale
-        else:
-            logits = uncond + (logits - uncond) * guidance_scale
-    if softmax_temperature is not None:
-        logits = logits / softmax_temperature
-    is_mask = ids == mask_id
-    sampled_ids = (logits + gumbel_temperature * _gumbel(sample_noise)).argmax(dim=-1)
-    sampled_logits = torch.gather(logits, -1, sampled_ids.unsqueeze(-1)).squeeze(-1)
-    sampled_ids = torch.where(is_mask, sampled_ids, ids)
-    sampled_logits = torch.where(is_mask, sampled_logits, torch.inf)
-    if last_step:
-        return sampled_ids
-    mask_len = torch.clamp(torch.minimum(is_mask[0].sum() - 1,
-                                         torch.tensor(schedule_mask_len, device=ids.device)), min=1)
-    confidence = sampled_logits + gumbel_temperature * _gumbel(confidence_noise)
-    sorted_confidence = torch.sort(confidence, dim=-1).values
-    cut_off = sorted_confidence.gather(-1, (mask_len - 1).view(1, 1).expand(ids.shape[0], 1))
-    return torch.where(confidence <= cut_off, torch.full_like(ids, mask_id), sampled_ids)
-
-
-# ---- Triton path -----------------------------------------------------------------------------------
-
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_ID_DTYPES = (torch.int32, torch.int64)
-_BACKENDS = ("auto", "triton", "torch")
 _MAX_K = 1024
 _MAX_INT32 = 2**31 - 1
 # Logits per program and iteration: 1024 at 4 warps is 8 per thread and tensor (two 16-byte loads
@@ -201,6 +169,23 @@ except ImportError:  # pragma: no cover - only the FAST_LOG path (CUDA) needs it
     libdevice = None
 
 
+@triton.jit
+def _gumbel(u, FAST_LOG: tl.constexpr):
+    """-log(max(-log(max(u, 1e-20)), 1e-20)), the reference's Gumbel transform (NaN stays NaN).
+    FAST_LOG: the logs as the hardware log2 times ln 2 (the seeded path on CUDA, see the docstring)."""
+    inner = tl.maximum(u, 1e-20, propagate_nan=tl.PropagateNan.ALL)
+    if FAST_LOG:
+        inner = -(libdevice.fast_log2f(inner) * 0.6931471805599453)
+    else:
+        inner = -tl.log(inner)
+    outer = tl.maximum(inner, 1e-20, propagate_nan=tl.PropagateNan.ALL)
+    if FAST_LOG:
+        g = -(libdevice.fast_log2f(outer) * 0.6931471805599453)
+    else:
+        g = -tl.log(outer)
+    return g
+
+
 @triton.jit(do_not_specialize=["mask_id", "schedule_mask_len", "seed_lo", "seed_hi", "offset"])
 def _maskgit_step_kernel(
         cond_ptr, uncond_ptr, ids_ptr, out_ptr, u_sample_ptr, u_conf_ptr, seed_ptr, conf_ptr, counter_ptr,
@@ -214,8 +199,8 @@ def _maskgit_step_kernel(
     """Program (b, kb): tokens k in [kb * ROWS, kb * ROWS + ROWS) of batch row b; the program that
     arrives last for row b also computes the cut-off and re-masks.
 
-    (Written inline rather than with @triton.jit helpers, and with few reductions: under the
-    interpreter every helper call, tl.sum/max/min included, costs milliseconds.)
+    (Written inline, but for the Gumbel transform, rather than with @triton.jit helpers, and with few
+    reductions: under the interpreter every helper call, tl.sum/max/min included, costs milliseconds.)
     """
     pid = tl.program_id(0)
     blocks_per_row = tl.cdiv(K, ROWS)
@@ -270,16 +255,7 @@ def _maskgit_step_kernel(
                                                zero + offset.to(tl.uint32), zero)  # 4th word 0: sample noise
                     bits = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), (ROWS, BLOCK_V))
                     u = (bits >> 8).to(tl.float32) * 5.9604644775390625e-08  # 24-bit uniform in [0, 1)
-                inner = tl.maximum(u, 1e-20, propagate_nan=tl.PropagateNan.ALL)
-                if FAST_LOG:
-                    inner = -(libdevice.fast_log2f(inner) * 0.6931471805599453)
-                    outer = tl.maximum(inner, 1e-20, propagate_nan=tl.PropagateNan.ALL)
-                    g = -(libdevice.fast_log2f(outer) * 0.6931471805599453)
-                else:
-                    inner = -tl.log(inner)
-                    outer = tl.maximum(inner, 1e-20, propagate_nan=tl.PropagateNan.ALL)
-                    g = -tl.log(outer)
-                score = logit + gumbel_temperature * g
+                score = logit + gumbel_temperature * _gumbel(u, FAST_LOG)
             score = tl.where(live, score, float("-inf"))
             # Each lane sees increasing indices: replace on strictly greater (first index on ties),
             # on the first NaN (torch.argmax: NaN is the maximum), and everything on the first tile.
@@ -314,15 +290,7 @@ def _maskgit_step_kernel(
                 c0, _c1, _c2, _c3 = tl.philox(seed, zero_k, token_word, zero_k + offset.to(tl.uint32),
                                               zero_k + 1)  # 4th word 1: confidence noise
                 u_c = (c0 >> 8).to(tl.float32) * 5.9604644775390625e-08
-            inner_c = tl.maximum(u_c, 1e-20, propagate_nan=tl.PropagateNan.ALL)
-            if FAST_LOG:
-                inner_c = -(libdevice.fast_log2f(inner_c) * 0.6931471805599453)
-                outer_c = tl.maximum(inner_c, 1e-20, propagate_nan=tl.PropagateNan.ALL)
-                g_c = -(libdevice.fast_log2f(outer_c) * 0.6931471805599453)
-            else:
-                inner_c = -tl.log(inner_c)
-                g_c = -tl.log(tl.maximum(inner_c, 1e-20, propagate_nan=tl.PropagateNan.ALL))
-            confidence = confidence + gumbel_temperature * g_c
+            confidence = confidence + gumbel_temperature * _gumbel(u_c, FAST_LOG)
         conf_row = conf_ptr + b * K
         tl.store(conf_row + ks, confidence, mask=in_k)
         # Barrier, then a gpu-scope acq_rel RMW: this program's stores (ids, confidences) are
@@ -398,8 +366,6 @@ def _arrival_counters(device: torch.device, rows: int) -> torch.Tensor:
     return buffers[-1]
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
 def _seed_halves(seed: int) -> tuple[int, int]:
@@ -408,24 +374,23 @@ def _seed_halves(seed: int) -> tuple[int, int]:
     return s & 0xFFFFFFFF, s >> 32
 
 
-def _maskgit_step_triton(cond, uncond, ids, u_sample, u_conf, seed_tensor, *, mask_id, guidance_scale,
-                         guidance_anchor, softmax_temperature, gumbel_temperature, schedule_mask_len, last_step,
-                         seed, offset, rows=None, rank_cutoff=None):
-    """Triton path (inputs already validated): one launch of `_maskgit_step_kernel`.
-
-    `rows` / `rank_cutoff` override the launch configuration (tests; see `kernel_config`)."""
+def _launch_plan(cond, uncond, ids, u_sample, u_conf, seed_tensor, *, mask_id, guidance_scale, guidance_anchor,
+                 softmax_temperature, gumbel_temperature, schedule_mask_len, last_step, seed, offset, rows=None,
+                 rank_cutoff=None, device_type=None):
+    """(output, its KernelLaunch) for validated inputs with B >= 1. `rows` / `rank_cutoff` override the
+    launch configuration (tests; see `kernel_config`); `device_type` overrides the tensors' device type
+    (ahead-of-time jobs: "cuda" for meta tensors)."""
     b, k, v = cond.shape
     device = cond.device
+    on_cuda = (device_type or device.type) == "cuda"
     out = torch.empty((b, k), dtype=torch.int64, device=device)
-    if b == 0:
-        return out
     if uncond is None:
         guidance, uncond = _GUIDANCE_NONE, cond  # the pointer is not read
     else:
         guidance = _GUIDANCE_COND if guidance_anchor == "cond" else _GUIDANCE_UNCOND
     if softmax_temperature is None:
         temperature_mode, temperature_arg = _TEMPERATURE_NONE, 1.0
-    elif device.type == "cuda":
+    elif on_cuda:
         temperature_mode = _TEMPERATURE_RECIPROCAL
         temperature_arg = float(np.float32(1.0) / np.float32(softmax_temperature))  # torch: 1.0f / float(T)
     else:
@@ -451,43 +416,28 @@ def _maskgit_step_triton(cond, uncond, ids, u_sample, u_conf, seed_tensor, *, ma
     # Schedule counts beyond [0, K] give the same mask_len (it is clamped to [1, K - 1] anyway)
     # and keep the kernel argument in int32.
     schedule_mask_len = max(0, min(int(schedule_mask_len), k))
-    _maskgit_step_kernel[(b * triton.cdiv(k, cfg["ROWS"]),)](
+    return out, KernelLaunch(_maskgit_step_kernel, (b * triton.cdiv(k, cfg["ROWS"]),), (
         cond, uncond, ids, out, u_sample, u_conf, seed_tensor, conf, counters,
         cond.stride(0), cond.stride(1), cond.stride(2), uncond.stride(0), uncond.stride(1), uncond.stride(2),
         ids.stride(0), ids.stride(1), u_sample.stride(0), u_sample.stride(1), u_sample.stride(2),
         u_conf.stride(0), u_conf.stride(1),
         k, v, mask_id, float(guidance_scale), temperature_arg, float(gumbel_temperature), schedule_mask_len,
-        seed_lo, seed_hi, int(offset),
+        seed_lo, seed_hi, int(offset)), dict(
         GUIDANCE=guidance, TEMPERATURE=temperature_mode, USE_GUMBEL=use_gumbel, NOISE=noise_mode,
-        FAST_LOG=noise_mode != _NOISE_GIVEN and not _interpreting(), LAST_STEP=bool(last_step),
+        FAST_LOG=noise_mode != _NOISE_GIVEN and on_cuda and not interpreting(), LAST_STEP=bool(last_step),
         RANK_CUTOFF=cfg["RANK_CUTOFF"], ROWS=cfg["ROWS"], BLOCK_V=cfg["BLOCK_V"], BLOCK_K=cfg["BLOCK_K"],
         num_warps=cfg["num_warps"],
         # No FMA contraction: (c - u) * s + anchor and t * g + logit round twice, as in torch.
-        enable_fp_fusion=False)
+        enable_fp_fusion=False))
+
+
+def _maskgit_step_triton(cond, uncond, ids, u_sample, u_conf, seed_tensor, **kwargs):
+    """Triton path (inputs validated): one launch of `_maskgit_step_kernel` (see `_launch_plan`)."""
+    if cond.shape[0] == 0:
+        return torch.empty(ids.shape, dtype=torch.int64, device=cond.device)
+    out, kernel_launch = _launch_plan(cond, uncond, ids, u_sample, u_conf, seed_tensor, **kwargs)
+    launch(OP, kernel_launch)
     return out
-
-
-# ---- torch path with a seed ---------------------------------------------------------------------------
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
-
-
-def torch_noise_seed(seed: int, offset: int) -> int:
-    """The torch.Generator seed used by the torch backend for (seed, offset): a 64-bit mix, < 2^63."""
-    return _splitmix64(_splitmix64(seed & 0xFFFFFFFFFFFFFFFF) ^ offset) >> 1
-
-
-def _torch_noise(cond: torch.Tensor, seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(u_sample (B, K, V), u_conf (B, K)) drawn in the official order from a seeded generator."""
-    gen = torch.Generator(device=cond.device)
-    gen.manual_seed(torch_noise_seed(seed, offset))
-    u_sample = torch.rand(cond.shape, generator=gen, device=cond.device, dtype=torch.float32)
-    u_conf = torch.rand(cond.shape[:2], generator=gen, device=cond.device, dtype=torch.float32)
-    return u_sample, u_conf
 
 
 # ---- validation, custom op, public launcher --------------------------------------------------------
@@ -525,12 +475,7 @@ def _validate(cond_logits, uncond_logits, ids, *, mask_id, guidance_scale, guida
               gumbel_temperature, schedule_mask_len, last_step, noise, seed, offset) -> None:
     """Types, shapes, dtypes, devices and scalar values only (no device data is read). While torch.compile
     traces, scalar values are not checked (they may be symbolic); types are."""
-    if not isinstance(cond_logits, torch.Tensor):
-        raise TypeError(f"cond_logits must be a torch.Tensor, got {type(cond_logits).__name__}")
-    if cond_logits.dim() != 3:
-        raise ValueError(f"cond_logits must be 3-D (B, K, V), got shape {tuple(cond_logits.shape)}")
-    if cond_logits.dtype not in _DTYPES:
-        raise TypeError(f"cond_logits must be float32, float16 or bfloat16, got {cond_logits.dtype}")
+    check_tensor("cond_logits", cond_logits, ndim=3, layout="(B, K, V)")
     b, k, v = cond_logits.shape
     device = cond_logits.device
     if uncond_logits is not None:
@@ -539,19 +484,10 @@ def _validate(cond_logits, uncond_logits, ids, *, mask_id, guidance_scale, guida
         if tuple(uncond_logits.shape) != (b, k, v):
             raise ValueError(f"uncond_logits must have the shape of cond_logits {(b, k, v)}, "
                              f"got {tuple(uncond_logits.shape)}")
-        if uncond_logits.dtype not in _DTYPES:
-            raise TypeError(f"uncond_logits must be float32, float16 or bfloat16, got {uncond_logits.dtype}")
-        if uncond_logits.device != device:
-            raise ValueError(f"uncond_logits must be on the device of cond_logits ({device}), "
-                             f"got {uncond_logits.device}")
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"ids must be a torch.Tensor, got {type(ids).__name__}")
-    if ids.dim() != 2 or tuple(ids.shape) != (b, k):
+        check_tensor("uncond_logits", uncond_logits, device=device, device_of="cond_logits")
+    check_tensor("ids", ids, dtypes=INDEX_DTYPES, device=device, device_of="cond_logits")
+    if tuple(ids.shape) != (b, k):
         raise ValueError(f"ids must have shape (B, K) = {(b, k)} from cond_logits, got {tuple(ids.shape)}")
-    if ids.dtype not in _ID_DTYPES:
-        raise TypeError(f"ids must be int32 or int64, got {ids.dtype}")
-    if ids.device != device:
-        raise ValueError(f"ids must be on the device of cond_logits ({device}), got {ids.device}")
     if not 1 <= k <= _MAX_K:
         raise ValueError(f"K (tokens) must be in [1, {_MAX_K}], got cond_logits of shape {(b, k, v)}")
     if not 1 <= v <= _MAX_INT32:
@@ -582,36 +518,19 @@ def _validate(cond_logits, uncond_logits, ids, *, mask_id, guidance_scale, guida
             raise TypeError(f"noise must be a tuple (sample_noise, confidence_noise), got {type(noise).__name__}"
                             + (f" of length {len(noise)}" if isinstance(noise, (tuple, list)) else ""))
         for name, t, shape in (("sample_noise", noise[0], (b, k, v)), ("confidence_noise", noise[1], (b, k))):
-            if not isinstance(t, torch.Tensor):
-                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+            check_tensor(name, t, dtypes=(torch.float32,), device=device, device_of="cond_logits")
             if tuple(t.shape) != shape:
                 raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
-            if t.dtype != torch.float32:
-                raise TypeError(f"{name} must be float32 (uniforms in [0, 1)), got {t.dtype}")
-            if t.device != device:
-                raise ValueError(f"{name} must be on the device of cond_logits ({device}), got {t.device}")
     else:
         if isinstance(seed, torch.Tensor):
             if seed.dtype != torch.int64 or seed.numel() != 1:
                 raise TypeError(f"a tensor seed must hold one int64, got dtype {seed.dtype} and shape "
                                 f"{tuple(seed.shape)}")
-            if seed.device != device:
-                raise ValueError(f"seed must be on the device of cond_logits ({device}), got {seed.device}")
+            check_tensor("seed", seed, dtypes=(torch.int64,), device=device, device_of="cond_logits")
         elif not _is_int(seed) or (_concrete(seed) and not -2**63 <= seed < 2**63):
             raise ValueError(f"seed must be an int in [-2^63, 2^63) or a 1-element int64 tensor, got {seed!r}")
         if not _is_int(offset) or (_concrete(offset) and not 0 <= offset < 2**32):
             raise ValueError(f"offset must be an int in [0, 2^32), got {offset!r}")
-
-
-def _resolve_backend(backend: str, device: torch.device) -> str:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "triton" if device.type == "cuda" else "torch"
-    if backend == "triton" and device.type != "cuda" and not _interpreting():
-        raise ValueError(f"backend='triton' needs CUDA tensors (got {device}) or TRITON_INTERPRET=1 "
-                         f"set before titok_kernels.maskgit_step is imported")
-    return backend
 
 
 @torch.library.custom_op("titok::maskgit_step", mutates_args=())
@@ -620,18 +539,17 @@ def _maskgit_step_op(cond_logits: torch.Tensor, uncond_logits: torch.Tensor | No
                      seed_tensor: torch.Tensor | None, mask_id: int, guidance_scale: float, guidance_anchor: str,
                      softmax_temperature: float | None, gumbel_temperature: float, schedule_mask_len: int,
                      last_step: bool, seed: int | None, offset: int, backend: str) -> torch.Tensor:
-    """Next ids (B, K) int64. Noise: (sample_noise, confidence_noise), seed_tensor or seed.
-
-    backend: 'triton' or 'torch' (resolved by `maskgit_step`)."""
+    """Next ids (B, K) int64. Noise: (sample_noise, confidence_noise), seed_tensor or seed."""
     params = dict(mask_id=mask_id, guidance_scale=guidance_scale, guidance_anchor=guidance_anchor,
                   softmax_temperature=softmax_temperature, gumbel_temperature=gumbel_temperature,
                   schedule_mask_len=schedule_mask_len, last_step=last_step)
-    if ids.shape[0] == 0:
-        return ids.new_empty(ids.shape, dtype=torch.int64)
-    if backend == "torch":
+    not_applicable = interpreter_dtype_issue(cond_logits=cond_logits, uncond_logits=uncond_logits)
+    if resolve_backend(OP, backend, cond_logits.device, not_applicable) == "torch":
+        if ids.shape[0] == 0:
+            return ids.new_empty(ids.shape, dtype=torch.int64)
         if sample_noise is None:
             seed_value = int(seed_tensor.item()) if seed_tensor is not None else seed  # .item(): see docstring
-            sample_noise, confidence_noise = _torch_noise(cond_logits, seed_value, offset)
+            sample_noise, confidence_noise = torch_noise(cond_logits, seed_value, offset)
         return maskgit_step_torch(cond_logits, uncond_logits, ids, sample_noise, confidence_noise, **params)
     kwargs = dict(params, seed=seed, offset=offset)
     if cond_logits.device.type == "cuda":
@@ -660,14 +578,14 @@ def maskgit_step(cond_logits: torch.Tensor, uncond_logits: torch.Tensor | None, 
     int32/int64 with mask_id == V marking masked tokens. Noise: exactly one of
     `noise=(sample_noise (B, K, V), confidence_noise (B, K))` fp32 uniforms (parity with the
     official sampler) or `seed` (Python int or 1-element int64 tensor on the device) with
-    `offset` (the step index: distinct per step). backend: "auto" (Triton for CUDA tensors,
-    torch otherwise), "triton", or "torch".
+    `offset` (the step index: distinct per step). backend: "auto", "triton" or "torch"
+    (titok_kernels.backend describes the choice).
     """
     _validate(cond_logits, uncond_logits, ids, mask_id=mask_id, guidance_scale=guidance_scale,
               guidance_anchor=guidance_anchor, softmax_temperature=softmax_temperature,
               gumbel_temperature=gumbel_temperature, schedule_mask_len=schedule_mask_len, last_step=last_step,
               noise=noise, seed=seed, offset=offset)
-    backend = _resolve_backend(backend, cond_logits.device)
+    check_backend(backend)
     sample_noise, confidence_noise = noise if noise is not None else (None, None)
     seed_tensor = seed.reshape(1) if isinstance(seed, torch.Tensor) else None
     seed_int = None if seed is None or isinstance(seed, torch.Tensor) else _as_int(seed)
@@ -676,3 +594,43 @@ def maskgit_step(cond_logits: torch.Tensor, uncond_logits: torch.Tensor | None, 
         _as_float(guidance_scale), guidance_anchor,
         None if softmax_temperature is None else _as_float(softmax_temperature), _as_float(gumbel_temperature),
         _as_int(schedule_mask_len), last_step, seed_int, _as_int(offset), backend)
+
+
+# ---- ahead-of-time compile jobs ------------------------------------------------------------------------
+
+# Representative calls (B = 8, softmax temperature 0.9, Gumbel temperature 1.0, contiguous tensors):
+# (name, logits dtype, K, V, guidance anchor or None, noise, last step). The TiTok generators
+# (K = 32 / 64 / 128, V = 4096) with and without guidance, fp32 and bf16 logits, noise from a seed
+# tensor or int (the fast path) or given (parity); the MaskGIT 512px baseline (K = 1024, V = 1024);
+# a small-V multi-token tile.
+_AOT_CALLS = [
+    ("L32 fp32 guided seed-tensor", torch.float32, 32, 4096, "cond", "seed-tensor", False),
+    ("L32 bf16 guided seed-tensor", torch.bfloat16, 32, 4096, "cond", "seed-tensor", False),
+    ("B64 fp32 unguided seed-int", torch.float32, 64, 4096, None, "seed-int", False),
+    ("B64 bf16 unguided seed-int", torch.bfloat16, 64, 4096, None, "seed-int", False),
+    ("S128 bf16 uncond-anchor given-noise", torch.bfloat16, 128, 4096, "uncond", "given", False),
+    ("L32 fp32 guided given-noise", torch.float32, 32, 4096, "cond", "given", False),
+    ("L32 fp32 guided last-step", torch.float32, 32, 4096, "cond", "seed-tensor", True),
+    ("MaskGIT512 bf16 guided seed-tensor", torch.bfloat16, 1024, 1024, "cond", "seed-tensor", False),
+    ("small-V fp32 guided given-noise", torch.float32, 33, 64, "cond", "given", False),
+]
+
+
+def aot_jobs() -> list[CompileJob]:
+    """The launch of every representative call as on a CUDA device, for sm_90 and sm_80."""
+    jobs = []
+    b = 8
+    for name, dtype, k, v, anchor, noise, last in _AOT_CALLS:
+        cond = torch.empty((b, k, v), dtype=dtype, device="meta")
+        uncond = None if anchor is None else torch.empty((b, k, v), dtype=dtype, device="meta")
+        ids = torch.empty((b, k), dtype=torch.int64, device="meta")
+        u_sample, u_conf = ((torch.empty((b, k, v), device="meta"), torch.empty((b, k), device="meta"))
+                            if noise == "given" else (None, None))
+        seed_tensor = torch.empty(1, dtype=torch.int64, device="meta") if noise == "seed-tensor" else None
+        _, kernel_launch = _launch_plan(
+            cond, uncond, ids, u_sample, u_conf, seed_tensor, mask_id=v, guidance_scale=2.0,
+            guidance_anchor=anchor or "cond", softmax_temperature=0.9, gumbel_temperature=1.0,
+            schedule_mask_len=k // 2, last_step=last, seed=12345 if noise == "seed-int" else None, offset=3,
+            device_type="cuda")
+        jobs += [CompileJob(f"{name} sm{capability}", capability, kernel_launch) for capability in (90, 80)]
+    return jobs

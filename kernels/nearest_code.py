@@ -7,8 +7,9 @@ Math (the official TiTok quantizer, fp32 whatever the input dtype):
     d[m, n] = (|z_m|^2 + |e_n|^2) - 2 z_m . e_n
     index[m] = argmin_n d[m, n]          (first index on ties)
 
-`nearest_code_torch` is that code verbatim (it materialises the M x N matrix);
-`nearest_code(..., backend="triton")` never does. Its algorithm, 2 or 3 launches:
+`titok_kernels.reference.nearest_code_torch` is that code verbatim (it materialises
+the M x N matrix; `backend="torch"` runs it); `nearest_code(..., backend="triton")`
+never does. Its algorithm, 2 or 3 launches:
 
 1. Prepare pass (`_nearest_code_prepare_kernel`, one launch for both operands):
    read z and the codebook with their strides and dtypes, cast to fp32,
@@ -48,44 +49,53 @@ NaN of its own (the first such codebook row). No host synchronisation is spent
 detecting NaN.
 
 Shapes and dtypes: z (M, D), codebook (N, D); fp32, fp16 or bf16 each (they may
-differ); 1 <= D <= 256 (padded to a power of two, at least 16, with masks);
-N >= 1 (indices are int32 inside the kernels, so N < 2^31; tested up to 16384);
-M >= 0 (M == 0 returns empty outputs without a launch; row offsets are int64).
+differ; no bf16 under the interpreter, where backend="auto" falls back to torch);
+1 <= D <= 256 (padded to a power of two, at least 16, with masks); N >= 1 (indices
+are int32 inside the kernels, so N < 2^31; tested up to 16384); M >= 0 (M == 0
+returns empty outputs without a launch; row offsets are int64).
 z and codebook may be non-contiguous: their strides are passed to the prepare
 pass. Outputs: int64 indices (M,), fp32 distances (M,).
 Temporary memory: (M_pad + N) * (BLOCK_D + 1) * 4 bytes, plus splits * M * 12
 bytes when the codebook is split (M_pad = M rounded up to BLOCK_M).
 
-Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 and by
-ahead-of-time compilation for sm_90/sm_80 (no spills, shared memory within the
-limit) of every configuration in `_CONFIGS`. Block sizes are chosen to compile
-without spills, not tuned by measurement: nothing has been measured on a GPU.
+Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 (triton 3.9
+and 3.6) and by ahead-of-time compilation for sm_90/sm_80 (no spills, shared memory
+within the limit) of the launches of `aot_jobs()`, one representative call per
+configuration in `_CONFIGS`, specialised as a launch is (titok_kernels.aot). Block
+sizes are chosen to compile without spills, not tuned by measurement: nothing has
+been measured on a GPU.
+
+Limits: forward only, no autograd; indices int32 inside the kernels (N < 2^31).
 """
 from __future__ import annotations
 
-import os
-
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+from .aot import CompileJob
+from .backend import (KernelLaunch, NotApplicable, check_backend, check_tensor, interpreter_dtype_issue, launch,
+                      resolve_backend)
+from .reference import nearest_code_torch
+
+OP = "nearest_code"
 _MAX_D = 256
-_BACKENDS = ("auto", "triton", "torch")
 
 # BLOCK_D -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Chosen by AOT compiles alone
 # (not timed: no GPU measurement yet): 64 x 64 tiles at 8 warps give each thread a 4 x 4 sub-tile,
 # 128-192 registers and STACK 0 on sm_90 and sm_80; at 4 warps (8 x 4 per thread) the same tiles
 # used 255 registers and spilled at D >= 32. BLOCK_K = 16 bounds the operand registers of the
-# fp32 FMA dot. 3 stages for the runtime K loop (D >= 128), 2 for the unrolled one (there the
-# whole BLOCK_D-wide tiles are staged, so shared memory grows with D).
+# fp32 FMA dot of the unrolled K loop (D <= 64: 2 stages, since the whole BLOCK_D-wide tiles are
+# staged there and shared memory grows with D). The runtime K loop (D >= 128) takes BLOCK_K = 32
+# with 2 stages: its former (BLOCK_K 16, 3 stages) spilled 8 bytes on sm_80 (triton 3.9's ptxas) once
+# the AOT compile was specialised as a launch is (aligned, unit strides); 32 x 2 has STACK 0 on
+# sm_90 and sm_80 with the ptxas of triton 3.9 and of 3.6.
 _CONFIGS = {
     16: (64, 64, 16, 8, 2),
     32: (64, 64, 16, 8, 2),
     64: (64, 64, 16, 8, 2),
-    128: (64, 64, 16, 8, 3),
-    256: (64, 64, 16, 8, 3),
+    128: (64, 64, 32, 8, 2),
+    256: (64, 64, 32, 8, 2),
 }
 # Up to this BLOCK_D the K chunks are unrolled (the codebook-tile loop is then the innermost
 # loop and gets software-pipelined); above it a runtime K loop keeps shared memory and compile time small.
@@ -237,54 +247,15 @@ def kernel_config(d: int) -> dict:
 
 
 def _validate(z, codebook) -> None:
-    for name, t in (("z", z), ("codebook", codebook)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-        if t.dim() != 2:
-            raise ValueError(f"{name} must be 2-D ({'M' if name == 'z' else 'N'}, D), got shape {tuple(t.shape)}")
-        if t.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
+    check_tensor("z", z, ndim=2, layout="(M, D)")
+    check_tensor("codebook", codebook, ndim=2, layout="(N, D)", device=z.device, device_of="z")
     if z.shape[1] != codebook.shape[1]:
         raise ValueError(f"z and codebook must have the same D, got z {tuple(z.shape)} and "
                          f"codebook {tuple(codebook.shape)}")
-    d = z.shape[1]
-    if not 1 <= d <= _MAX_D:
+    if not 1 <= z.shape[1] <= _MAX_D:
         raise ValueError(f"D must be in [1, {_MAX_D}], got z {tuple(z.shape)}")
     if codebook.shape[0] < 1:
         raise ValueError(f"codebook must have at least one row, got shape {tuple(codebook.shape)}")
-    if z.device != codebook.device:
-        raise ValueError(f"z and codebook must be on the same device, got z on {z.device} and "
-                         f"codebook on {codebook.device}")
-
-
-def _resolve_backend(backend: str, device: torch.device) -> str:
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
-    if backend == "auto":
-        return "triton" if device.type == "cuda" else "torch"
-    if backend == "triton" and device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") in ("", "0"):
-        raise ValueError(f"backend='triton' needs CUDA tensors (got {device}) or TRITON_INTERPRET=1 "
-                         f"set before titok_kernels.nearest_code is imported")
-    return backend
-
-
-def nearest_code_torch(z: torch.Tensor, codebook: torch.Tensor, *, l2_normalize: bool,
-                       return_distance: bool = False):
-    """Reference: the official TiTok quantizer math verbatim (materialises the M x N distances).
-
-    Returns int64 indices (M,), and fp32 distances (M,) when `return_distance`.
-    """
-    _validate(z, codebook)
-    z = z.float()
-    e = codebook.float()
-    if l2_normalize:
-        z = F.normalize(z, dim=-1)
-        e = F.normalize(e, dim=-1)
-    d = torch.sum(z ** 2, dim=1, keepdim=True) + torch.sum(e ** 2, dim=1) - 2 * torch.einsum("bd,dn->bn", z, e.T)
-    indices = torch.argmin(d, dim=1)
-    if return_distance:
-        return indices, d.gather(1, indices.unsqueeze(1)).squeeze(1)
-    return indices
 
 
 def _num_splits(m_blocks: int, n_tiles: int, device: torch.device) -> int:
@@ -297,15 +268,14 @@ def _num_splits(m_blocks: int, n_tiles: int, device: torch.device) -> int:
     return max(1, min(wanted, n_tiles // _MIN_TILES_PER_SPLIT))
 
 
-def _nearest_code_triton(z, codebook, l2_normalize: bool, return_distance: bool, num_splits: int | None = None):
-    """Triton path (inputs already validated). `num_splits` overrides the split heuristic (tests)."""
+def _launches(z, codebook, l2_normalize: bool, return_distance: bool, num_splits: int | None = None):
+    """(indices, distances, the kernel launches that fill them) for validated inputs with M >= 1.
+    `num_splits` overrides the split heuristic (tests, ahead-of-time jobs)."""
     m, d = z.shape
     n = codebook.shape[0]
     device = z.device
     indices = torch.empty(m, dtype=torch.int64, device=device)
     distances = torch.empty(m if return_distance else 0, dtype=torch.float32, device=device)
-    if m == 0:
-        return indices, distances
     cfg = kernel_config(d)
     bm, bn, bd = cfg["BLOCK_M"], cfg["BLOCK_N"], cfg["BLOCK_D"]
 
@@ -317,10 +287,11 @@ def _nearest_code_triton(z, codebook, l2_normalize: bool, return_distance: bool,
     e_sq = torch.empty(n, dtype=torch.float32, device=device)
     rows_per_program = _PREPARE_BLOCK_ELEMENTS // bd
     z_blocks = triton.cdiv(m_pad, rows_per_program)
-    _nearest_code_prepare_kernel[(z_blocks + triton.cdiv(n, rows_per_program),)](
-        z, codebook, z_prep, e_prep, z_sq, e_sq, m, m_pad, n, d, z_blocks,
-        z.stride(0), z.stride(1), codebook.stride(0), codebook.stride(1),
-        L2_NORMALIZE=l2_normalize, BLOCK_R=rows_per_program, BLOCK_D=bd, num_warps=_PREPARE_WARPS)
+    launches = [KernelLaunch(
+        _nearest_code_prepare_kernel, (z_blocks + triton.cdiv(n, rows_per_program),),
+        (z, codebook, z_prep, e_prep, z_sq, e_sq, m, m_pad, n, d, z_blocks,
+         z.stride(0), z.stride(1), codebook.stride(0), codebook.stride(1)),
+        dict(L2_NORMALIZE=l2_normalize, BLOCK_R=rows_per_program, BLOCK_D=bd, num_warps=_PREPARE_WARPS))]
 
     n_tiles = triton.cdiv(n, bn)
     if num_splits is None:
@@ -332,27 +303,41 @@ def _nearest_code_triton(z, codebook, l2_normalize: bool, return_distance: bool,
     else:
         part_idx = torch.empty((num_splits, m), dtype=torch.int64, device=device)
         part_dist = torch.empty((num_splits, m), dtype=torch.float32, device=device)
-    _nearest_code_kernel[(m_blocks, num_splits)](
-        z_prep, z_sq, e_prep, e_sq, part_idx, part_dist, m, n, tiles_per_split,
-        STORE_DIST=(return_distance or num_splits > 1), UNROLL_K=cfg["UNROLL_K"],
-        BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=cfg["BLOCK_K"], BLOCK_D=bd,
-        num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])
+    launches.append(KernelLaunch(
+        _nearest_code_kernel, (m_blocks, num_splits),
+        (z_prep, z_sq, e_prep, e_sq, part_idx, part_dist, m, n, tiles_per_split),
+        dict(STORE_DIST=(return_distance or num_splits > 1), UNROLL_K=cfg["UNROLL_K"], BLOCK_M=bm, BLOCK_N=bn,
+             BLOCK_K=cfg["BLOCK_K"], BLOCK_D=bd, num_warps=cfg["num_warps"], num_stages=cfg["num_stages"])))
     if num_splits > 1:
-        _nearest_code_combine_kernel[(triton.cdiv(m, _COMBINE_BLOCK_M),)](
-            part_idx, part_dist, indices, distances, m, num_splits,
-            STORE_DIST=return_distance, BLOCK_M=_COMBINE_BLOCK_M, num_warps=4)
+        launches.append(KernelLaunch(
+            _nearest_code_combine_kernel, (triton.cdiv(m, _COMBINE_BLOCK_M),),
+            (part_idx, part_dist, indices, distances, m, num_splits),
+            dict(STORE_DIST=return_distance, BLOCK_M=_COMBINE_BLOCK_M, num_warps=4)))
+    return indices, distances, launches
+
+
+def _nearest_code_triton(z, codebook, l2_normalize: bool, return_distance: bool, num_splits: int | None = None):
+    """Triton path (inputs validated): (indices, distances or an empty tensor)."""
+    if z.shape[0] == 0:
+        return (torch.empty(0, dtype=torch.int64, device=z.device),
+                torch.empty(0, dtype=torch.float32, device=z.device))
+    indices, distances, launches = _launches(z, codebook, l2_normalize, return_distance, num_splits)
+    for kernel_launch in launches:
+        launch(OP, kernel_launch)
     return indices, distances
+
+
+def _not_applicable(z, codebook) -> NotApplicable | None:
+    return interpreter_dtype_issue(z=z, codebook=codebook)
 
 
 @torch.library.custom_op("titok::nearest_code", mutates_args=())
 def _nearest_code_op(z: torch.Tensor, codebook: torch.Tensor, l2_normalize: bool, return_distance: bool,
                      backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(indices (M,) int64, distances (M,) fp32 or (0,) when not requested); backend is 'triton' or 'torch'."""
-    if backend == "torch":
+    """(indices (M,) int64, distances (M,) fp32 or (0,) when not requested)."""
+    if resolve_backend(OP, backend, z.device, _not_applicable(z, codebook)) == "torch":
         indices, distances = nearest_code_torch(z, codebook, l2_normalize=l2_normalize, return_distance=True)
-        if not return_distance:
-            distances = distances.new_empty(0)
-        return indices, distances
+        return indices, distances if return_distance else distances.new_empty(0)
     if z.device.type == "cuda":
         with torch.cuda.device(z.device):  # Triton launches on the current device
             return _nearest_code_triton(z, codebook, l2_normalize, return_distance)
@@ -372,19 +357,36 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, *, l2_normalize: bool,
 
     With `return_distance`, also the fp32 squared distance (M,) to that row. Math in fp32
     for any input dtype; see the module docstring for the algorithm and the NaN rule.
-    backend: "auto" (Triton for CUDA tensors, torch otherwise), "triton", or "torch".
+    backend: "auto", "triton" or "torch" (titok_kernels.backend describes the choice).
     """
     _validate(z, codebook)
-    backend = _resolve_backend(backend, z.device)
+    check_backend(backend)
     indices, distances = torch.ops.titok.nearest_code(z, codebook, l2_normalize, return_distance, backend)
     return (indices, distances) if return_distance else indices
 
 
-def quantize(z: torch.Tensor, codebook: torch.Tensor, *, l2_normalize: bool, backend: str = "auto"):
-    """(z_q, indices): the nearest codebook rows (fp32; F.normalize'd when `l2_normalize`, as the
-    official quantizer re-normalises the looked-up entry) and their int64 indices (M,)."""
-    indices = nearest_code(z, codebook, l2_normalize=l2_normalize, backend=backend)
-    z_q = codebook.index_select(0, indices).float()
-    if l2_normalize:
-        z_q = F.normalize(z_q, dim=-1)
-    return z_q, indices
+# ---- ahead-of-time compile jobs ------------------------------------------------------------------------
+
+# Representative calls, one per kept BLOCK_D: (M, N, D, z dtype, codebook dtype, l2_normalize,
+# splits). D = 12 is TiTok's VQ token size; the others fill their BLOCK_D. The prepare pass sees
+# the widest input mix (bf16 z, fp16 codebook); the main kernel only sees the fp32 copies. One
+# call splits the codebook, for the combine kernel.
+_AOT_CALLS = [
+    (2048, 4096, 12, torch.bfloat16, torch.float16, True, 1),
+    (2048, 4096, 32, torch.bfloat16, torch.float16, True, 1),
+    (2048, 8192, 64, torch.bfloat16, torch.float16, False, 1),
+    (2048, 4096, 128, torch.bfloat16, torch.float16, True, 1),
+    (32, 4096, 256, torch.bfloat16, torch.float16, True, 8),
+]
+
+
+def aot_jobs() -> list[CompileJob]:
+    """Every kernel launch of the representative calls, for sm_90 and sm_80 (see titok_kernels.aot)."""
+    jobs = []
+    for m, n, d, z_dtype, e_dtype, l2, splits in _AOT_CALLS:
+        z = torch.empty((m, d), dtype=z_dtype, device="meta")
+        codebook = torch.empty((n, d), dtype=e_dtype, device="meta")
+        for part, kernel_launch in zip(("prepare", "main", "combine"), _launches(z, codebook, l2, True, splits)[2]):
+            for capability in (90, 80):
+                jobs.append(CompileJob(f"{part} D{d} sm{capability}", capability, kernel_launch))
+    return jobs

@@ -1,6 +1,7 @@
-"""Tests for kernels/concat_attention.py: parity, views, query ranges, validation, custom op, AOT.
+"""Tests for titok_kernels.concat_attention: parity, views, query ranges, validation, the auto backend's
+fallback, custom op, AOT.
 
-Parity rule (conventions.md): max|kernel - ref64| <= 2 * max|torch_lowp - ref64| + eps, where
+Parity rule (twice the torch error): max|kernel - ref64| <= 2 * max|torch_lowp - ref64| + eps, where
 ref64 is attention over the explicitly concatenated sequence in float64 (concat_attention_torch
 on float64 copies of the inputs) and torch_lowp is the same torch path (expand + cat + SDPA) in the
 kernel's dtype. eps = one unit in the last place of the largest |ref64| output in that dtype
@@ -16,16 +17,18 @@ tile sizes are exercised by test_kept_gpu_config_tiles. The ahead-of-time compil
 marked slow (about 90 s with a cold Triton cache on 2 cores, ~15 s warm).
 """
 import importlib
-import json
 import os
-import subprocess
-import sys
+import warnings
 
 import pytest
 import torch
 from shapes import CONCAT_ATTENTION
 
-from titok_kernels.concat_attention import concat_attention, concat_attention_torch, split_packed_qkv
+import titok_kernels
+from titok_kernels import backend as backend_module
+from titok_kernels.aot import compile_jobs
+from titok_kernels.concat_attention import aot_jobs, concat_attention
+from titok_kernels.reference import concat_attention_torch, split_packed_qkv
 
 CA = importlib.import_module("titok_kernels.concat_attention")
 HAS_CUDA = torch.cuda.is_available()
@@ -234,7 +237,8 @@ def test_torch_backend_matches_multihead_attention():
     assert torch.allclose(got, expected.transpose(0, 1), atol=1e-12, rtol=1e-12)
 
 
-def test_auto_backend_on_cpu_is_torch():
+def test_auto_backend_on_cpu_is_torch(monkeypatch):
+    monkeypatch.delenv("TITOK_KERNEL_BACKEND", raising=False)
     qkv, shared = _inputs(2, 2, 64, 5, 9, torch.float32, device="cpu")
     out = concat_attention(qkv, shared, num_heads=2, shared_first=False, query_rows=(3, 10))
     expected = concat_attention_torch(qkv, shared, num_heads=2, shared_first=False, query_rows=(3, 10))
@@ -249,7 +253,7 @@ def _bad_calls():
     s = torch.randn(4, 3 * 2 * 32)
     return [
         ("not a tensor", lambda: concat_attention(q.tolist(), s, num_heads=2), TypeError, "qkv must be a torch.Tensor"),
-        ("rank", lambda: concat_attention(q[0], s, num_heads=2), ValueError, r"qkv must have shape .*\(5, 192\)"),
+        ("rank", lambda: concat_attention(q[0], s, num_heads=2), ValueError, r"qkv must be 3-D .*\(5, 192\)"),
         ("int dtype", lambda: concat_attention(q.long(), s.long(), num_heads=2), TypeError, "torch.int64"),
         ("width", lambda: concat_attention(q, s, num_heads=5), ValueError, r"multiple of 3\*num_heads = 15"),
         ("heads type", lambda: concat_attention(q, s, num_heads=2.0), TypeError, "num_heads must be an int"),
@@ -288,6 +292,32 @@ def test_bf16_rejected_under_interpreter_only():
     with pytest.raises(TypeError, match="bfloat16 is not supported by the Triton interpreter"):
         concat_attention(qkv, None, num_heads=2, backend="triton")
     assert concat_attention(qkv, None, num_heads=2, backend="torch").dtype == torch.bfloat16
+
+
+@needs_triton
+def test_auto_falls_back_once_per_reason_where_the_kernel_does_not_apply(monkeypatch):
+    """With auto resolving to Triton (TITOK_KERNEL_BACKEND=triton on CPU): an unsupported head dim and a
+    misaligned view run the torch reference, each reason warned once; an applicable call launches."""
+    if not HAS_CUDA:
+        monkeypatch.setenv("TITOK_KERNEL_BACKEND", "triton")
+    monkeypatch.setattr(backend_module, "_WARNED", set())
+    titok_kernels.reset_launch_counts()
+    head48 = torch.randn(2, 5, 3 * 2 * 48, device=TRITON_DEVICE)
+    misaligned = torch.randn(2, 9, 3 * 2 * 32 + 1, device=TRITON_DEVICE)[:, :, 1:]
+    for qkv, reason in ((head48, "head dim not in"), (misaligned, "not 16-byte aligned")):
+        with pytest.warns(titok_kernels.KernelFallbackWarning, match=reason):
+            out = concat_attention(qkv, None, num_heads=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the same reason, another shape: no second warning
+            again = concat_attention(qkv[:1, :4], None, num_heads=2)
+        assert torch.equal(out, concat_attention(qkv, None, num_heads=2, backend="torch"))
+        assert torch.equal(again, concat_attention(qkv[:1, :4], None, num_heads=2, backend="torch"))
+    assert titok_kernels.launch_counts() == {}
+    qkv, shared = _inputs(2, 2, 32, 5, 9, torch.float32)
+    out = concat_attention(qkv, shared, num_heads=2)
+    assert titok_kernels.launch_counts() == {"concat_attention": 1}
+    assert torch.equal(out, concat_attention(qkv, shared, num_heads=2, backend="triton"))
+    titok_kernels.reset_launch_counts()
 
 
 # ------------------------------------------------------------------------------------------
@@ -345,73 +375,32 @@ def test_benchmark_quick_rows():
 
 
 # ------------------------------------------------------------------------------------------
-# Ahead-of-time compilation of every kept config: sm_90 and sm_80, fp16/bf16/fp32, d 32/64/128
+# Ahead-of-time compilation of every kept config: sm_90 and sm_80, fp16/bf16/fp32, d 32/64/128,
+# as launched (titok_kernels.concat_attention.aot_jobs)
 # ------------------------------------------------------------------------------------------
-_AOT_SCRIPT = r"""
-import dataclasses, json, sys
-from titok_kernels.aot import compile_report
-from titok_kernels.concat_attention import _CONFIGS, _FP32_QK_CHUNK
-cap = int(sys.argv[1])
-arch = "sm%d" % cap
-signature = {"qkv_ptr": None, "shared_ptr": None, "out_ptr": None}
-for name in ("stride_qkv_b", "stride_qkv_l", "stride_shared_l", "stride_out_b", "stride_out_l",
-             "per_sample_len", "shared_len", "query_start", "query_len"):
-    signature[name] = "i32"
-signature["qk_scale"] = "fp32"
-for name in ("seq_bucket", "query_bucket", "batch_heads_bucket"):
-    signature[name] = "i32"
-for name in ("NUM_HEADS", "HEAD_DIM", "SHARED_FIRST", "DOT_PRECISION", "QK_CHUNK", "BLOCK_M", "BLOCK_N"):
-    signature[name] = "constexpr"
-for (config_arch, precision, head_dim), configs in _CONFIGS.items():
-    if config_arch != arch:
-        continue
-    for dtype in (("fp16", "bf16") if precision == "lowp" else ("fp32",)):
-        sig = dict(signature, qkv_ptr="*" + dtype, shared_ptr="*" + dtype, out_ptr="*" + dtype)
-        for (block_m, block_n, warps, stages) in configs:
-            constexprs = dict(NUM_HEADS=16, HEAD_DIM=head_dim, SHARED_FIRST=True,
-                              DOT_PRECISION="ieee" if dtype == "fp32" else "tf32",
-                              QK_CHUNK=_FP32_QK_CHUNK if dtype == "fp32" else head_dim,
-                              BLOCK_M=block_m, BLOCK_N=block_n)
-            report = compile_report("titok_kernels.concat_attention", "_concat_attention_kernel", sig, constexprs,
-                                    capability=cap, num_warps=warps, num_stages=stages)
-            row = dict(dataclasses.asdict(report), dtype=dtype, head_dim=head_dim, block_m=block_m, block_n=block_n)
-            print("AOT " + json.dumps(row), flush=True)
-"""
+def test_aot_jobs_cover_every_kept_config():
+    jobs = aot_jobs()
+    expected = sum(len(c) * (2 if p == "lowp" else 1) for (_, p, _), c in CA._CONFIGS.items())
+    assert len({job.name for job in jobs}) == len(jobs) == expected
+    assert {job.capability for job in jobs} == {90, 80}
+    assert {job.launch.kwargs["HEAD_DIM"] for job in jobs} == {32, 64, 128}
+    assert {job.launch.args[0].dtype for job in jobs} == {torch.float16, torch.bfloat16, torch.float32}
 
 
 @pytest.fixture(scope="module")
 def aot_reports():
     """Compile sm_90 and sm_80 in two parallel subprocesses (interpreter off there)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    procs = {cap: subprocess.Popen([sys.executable, "-c", _AOT_SCRIPT, str(cap)], cwd=root, env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for cap in (90, 80)}
-    reports = {}
-    for cap, proc in procs.items():
-        out, err = proc.communicate()
-        if proc.returncode != 0:
-            pytest.fail(f"AOT compile for sm_{cap} failed:\n{err[-4000:]}")
-        reports[cap] = [json.loads(line[4:]) for line in out.splitlines() if line.startswith("AOT ")]
-    return reports
+    return compile_jobs("titok_kernels.concat_attention")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("capability", [90, 80])
-def test_aot_every_kept_config_compiles_without_spills(aot_reports, capability):
-    rows = aot_reports[capability]
-    arch = f"sm{capability}"
-    expected = sum(len(c) * (2 if p == "lowp" else 1) for (a, p, _), c in CA._CONFIGS.items() if a == arch)
-    assert len(rows) == expected and expected > 0
-    assert {r["head_dim"] for r in rows} == {32, 64, 128}
-    assert {r["dtype"] for r in rows} == {"fp16", "bf16", "fp32"}
-    for r in rows:
-        print(f"sm_{capability} {r['dtype']} d={r['head_dim']} {r['block_m']}x{r['block_n']} "
-              f"warps={r['num_warps']} stages={r['num_stages']}: REG {r['registers']} "
-              f"STACK {r['stack_bytes']} SHARED {r['shared_bytes']}/{r['shared_limit']}")
-    bad = [r for r in rows if r["stack_bytes"] > 0 or r["shared_bytes"] > r["shared_limit"]]
-    assert not bad, f"configs that spill or exceed shared memory: {bad}"
+@pytest.mark.parametrize("name", [job.name for job in aot_jobs()])
+def test_aot_every_kept_config_compiles_without_spills(aot_reports, name):
+    r = aot_reports[name]
+    print(f"{name}: REG {r.registers} STACK {r.stack_bytes} SHARED {r.shared_bytes}/{r.shared_limit}")
+    assert r.specialized
+    assert r.stack_bytes == 0, f"{name} spills: {r}"
+    assert r.shared_bytes <= r.shared_limit, f"{name} shared memory: {r}"
 
 
 # ------------------------------------------------------------------------------------------

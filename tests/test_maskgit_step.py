@@ -1,5 +1,6 @@
-"""kernels.maskgit_step: exact parity with the torch reference, ties, row-0 clamps, NaN rule, seeded noise
-statistics, validation, torch.compile, AOT compiles; `gpu` tests for CUDA (skipped here).
+"""titok_kernels.maskgit_step: exact parity with the torch reference, ties, row-0 clamps, NaN rule, seeded noise
+statistics, validation, the backend contract (TITOK_KERNEL_BACKEND, fallback warnings, launch counts),
+torch.compile, AOT compiles; `gpu` tests for CUDA (skipped here).
 
 Exactness criterion: with the same uniform noise the Triton path returns IDENTICAL ids to
 `maskgit_step_torch`. Under TRITON_INTERPRET=1 the kernel's `tl.log` is `numpy.log`, which differs
@@ -9,14 +10,17 @@ the CPU parity tests draw noise on which the two Gumbel transforms agree bit for
 the cut-off, re-masking) must then match exactly.
 """
 import os
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from titok_kernels.aot import SHARED_MEMORY_LIMIT, compile_reports
-from titok_kernels.maskgit_step import (_gumbel, _maskgit_step_triton, kernel_config, maskgit_step, maskgit_step_torch,
-                                  torch_noise_seed)
+import titok_kernels
+from titok_kernels import backend as backend_module
+from titok_kernels.aot import compile_jobs
+from titok_kernels.maskgit_step import _maskgit_step_triton, aot_jobs, kernel_config, maskgit_step
+from titok_kernels.reference import gumbel, maskgit_step_torch, torch_noise_seed
 from tests.shapes import MASKGIT_STEP_B, MASKGIT_STEP_K, MASKGIT_STEP_V
 
 TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -38,7 +42,7 @@ def _agreeing_uniforms(shape, gen: torch.Generator) -> torch.Tensor:
     (elements where they differ by an ulp are redrawn)."""
     u = torch.rand(shape, generator=gen)
     for _ in range(100):
-        bad = _gumbel(u).view(torch.int32) != _gumbel_numpy(u).view(torch.int32)
+        bad = gumbel(u).view(torch.int32) != _gumbel_numpy(u).view(torch.int32)
         if not bad.any():
             return u
         u[bad] = torch.rand(int(bad.sum()), generator=gen)
@@ -546,59 +550,113 @@ def test_custom_op_opcheck():
                                None, 3, backend))
 
 
-# ---- ahead-of-time compilation: the kept configurations, sm_90 and sm_80 ------------------------------
+# ---- the backend contract: TITOK_KERNEL_BACKEND, fallback warnings, launch counts ------------------------
 
-_INT_ARGS = ("stride_cb", "stride_ck", "stride_cv", "stride_ub", "stride_uk", "stride_uv", "stride_ib", "stride_ik",
-             "stride_sb", "stride_sk", "stride_sv", "stride_qb", "stride_qk", "K", "V", "mask_id",
-             "schedule_mask_len", "seed_lo", "seed_hi", "offset")
-_CONSTEXPRS = ("GUIDANCE", "TEMPERATURE", "USE_GUMBEL", "NOISE", "FAST_LOG", "LAST_STEP", "RANK_CUTOFF", "ROWS",
-               "BLOCK_V", "BLOCK_K")
-# (name, logits dtype, K, V, guidance, noise mode, last step): the TiTok generators (K = 32 / 64 / 128,
-# V = 4096) with and without guidance, fp32 and bf16 logits, seeded (the fast path) and given noise
-# (parity); the MaskGIT 512px baseline (K = 1024, V = 1024); a small-V multi-token tile.
-AOT_CONFIGS = [
-    ("L32 fp32 guided seed-tensor", "fp32", 32, 4096, 1, 2, False),
-    ("L32 bf16 guided seed-tensor", "bf16", 32, 4096, 1, 2, False),
-    ("B64 fp32 unguided seed-int", "fp32", 64, 4096, 0, 1, False),
-    ("B64 bf16 unguided seed-int", "bf16", 64, 4096, 0, 1, False),
-    ("S128 bf16 uncond-anchor given-noise", "bf16", 128, 4096, 2, 0, False),
-    ("L32 fp32 guided given-noise", "fp32", 32, 4096, 1, 0, False),
-    ("L32 fp32 guided last-step", "fp32", 32, 4096, 1, 2, True),
-    ("MaskGIT512 bf16 guided seed-tensor", "bf16", 1024, 1024, 1, 2, False),
-    ("small-V fp32 guided given-noise", "fp32", 33, 64, 1, 0, False),
-]
+def _small_step(dtype=torch.float32):
+    b, k, v = 2, 8, 64
+    gen = torch.Generator().manual_seed(12)
+    cond = _logits(b, k, v, dtype, gen)
+    ids = _ids(b, k, v, "middle", gen)
+    noise = _noise(b, k, v)
+    kw = dict(mask_id=v, gumbel_temperature=1.5, schedule_mask_len=3, noise=noise)
+    return cond, ids, kw, maskgit_step_torch(cond, None, ids, *noise, **{x: kw[x] for x in kw if x != "noise"})
 
 
-def _aot_jobs():
-    jobs = []
-    for capability in (90, 80):
-        for name, dtype, k, v, guidance, noise, last in AOT_CONFIGS:
-            cfg = kernel_config(k, v)
-            signature = {"cond_ptr": f"*{dtype}", "uncond_ptr": f"*{dtype}", "ids_ptr": "*i64", "out_ptr": "*i64",
-                         "u_sample_ptr": "*fp32", "u_conf_ptr": "*fp32", "seed_ptr": "*i64", "conf_ptr": "*fp32",
-                         "counter_ptr": "*i32", **{n: "i32" for n in _INT_ARGS},
-                         **{n: "fp32" for n in ("guidance_scale", "softmax_temperature", "gumbel_temperature")},
-                         **{n: "constexpr" for n in _CONSTEXPRS}}
-            constexprs = dict(GUIDANCE=guidance, TEMPERATURE=2, USE_GUMBEL=True, NOISE=noise, FAST_LOG=noise != 0,
-                              LAST_STEP=last, **{n: cfg[n] for n in ("RANK_CUTOFF", "ROWS", "BLOCK_V", "BLOCK_K")})
-            jobs.append(dict(name=f"{name} sm{capability}", capability=capability, num_warps=cfg["num_warps"],
-                             signature=signature, constexprs=constexprs))
-    return jobs
+@pytest.fixture
+def fresh_backend_state(monkeypatch):
+    """Launch counts from zero and the once-per-reason fallback warnings not yet given."""
+    monkeypatch.setattr(backend_module, "_WARNED", set())
+    titok_kernels.reset_launch_counts()
+    yield
+    titok_kernels.reset_launch_counts()
 
+
+@pytest.mark.parametrize("env", [None, "auto", "torch"])
+def test_auto_on_cpu_is_torch_unless_the_env_says_triton(monkeypatch, fresh_backend_state, env):
+    if env is None:
+        monkeypatch.delenv("TITOK_KERNEL_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("TITOK_KERNEL_BACKEND", env)
+    cond, ids, kw, ref = _small_step()
+    assert torch.equal(maskgit_step(cond, None, ids, **kw), ref)
+    assert titok_kernels.launch_counts().get("maskgit_step", 0) == 0
+    assert titok_kernels.resolve_backend("maskgit_step", "auto", "cpu") == "torch"
+
+
+@needs_triton_cpu
+def test_env_triton_makes_auto_launch_the_kernel_on_cpu(monkeypatch, fresh_backend_state):
+    monkeypatch.setenv("TITOK_KERNEL_BACKEND", "triton")
+    cond, ids, kw, ref = _small_step()
+    assert torch.equal(maskgit_step(cond, None, ids, **kw), ref)
+    assert torch.equal(maskgit_step(cond, None, ids, **kw, last_step=True),
+                       maskgit_step(cond, None, ids, **kw, last_step=True, backend="torch"))
+    assert titok_kernels.launch_counts() == {"maskgit_step": 2}  # one launch per step; backend="torch": none
+    titok_kernels.reset_launch_counts()
+    assert titok_kernels.launch_counts() == {}
+    monkeypatch.setenv("TITOK_KERNEL_BACKEND", "torch")  # read at every call
+    maskgit_step(cond, None, ids, **kw)
+    assert titok_kernels.launch_counts() == {}
+
+
+@needs_triton_cpu
+def test_env_triton_falls_back_once_where_the_kernel_does_not_apply(monkeypatch, fresh_backend_state):
+    """bf16 cannot run under the interpreter: auto runs torch and warns once; backend="triton" refuses."""
+    monkeypatch.setenv("TITOK_KERNEL_BACKEND", "triton")
+    cond, ids, kw, _ = _small_step(torch.bfloat16)
+    ref = maskgit_step(cond, None, ids, **kw, backend="torch")
+    with pytest.warns(titok_kernels.KernelFallbackWarning, match="bfloat16 under the Triton interpreter"):
+        assert torch.equal(maskgit_step(cond, None, ids, **kw), ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same reason again: no second warning
+        assert torch.equal(maskgit_step(cond, None, ids, **kw), ref)
+    assert titok_kernels.launch_counts().get("maskgit_step", 0) == 0
+    with pytest.raises(TypeError, match="bfloat16 is not supported by the Triton interpreter"):
+        maskgit_step(cond, None, ids, **kw, backend="triton")
+
+
+def test_env_triton_on_cpu_needs_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TITOK_KERNEL_BACKEND", "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    cond, ids, kw, ref = _small_step()
+    with pytest.raises(ValueError, match="TITOK_KERNEL_BACKEND=triton .* needs TRITON_INTERPRET=1"):
+        maskgit_step(cond, None, ids, **kw)
+    assert torch.equal(maskgit_step(cond, None, ids, **kw, backend="torch"), ref)
+
+
+def test_env_bad_value(monkeypatch):
+    monkeypatch.setenv("TITOK_KERNEL_BACKEND", "cuda")
+    cond, ids, kw, _ = _small_step()
+    with pytest.raises(ValueError, match="TITOK_KERNEL_BACKEND must be one of .* got 'cuda'"):
+        maskgit_step(cond, None, ids, **kw)
+
+
+# ---- ahead-of-time compilation: the launches of aot_jobs(), sm_90 and sm_80 -----------------------------
 
 @pytest.fixture(scope="module")
 def aot_reports():
-    """The AOT compiles, one subprocess per capability side by side (titok_kernels.aot.compile_reports)."""
-    return compile_reports([dict(job, module="titok_kernels.maskgit_step", kernel="_maskgit_step_kernel",
-                                 options={"enable_fp_fusion": False}) for job in _aot_jobs()])
+    """The AOT compiles of every declared job, one subprocess per capability side by side."""
+    return compile_jobs("titok_kernels.maskgit_step")
 
 
-@pytest.mark.parametrize("name", [job["name"] for job in _aot_jobs()])
+@pytest.mark.parametrize("name", [job.name for job in aot_jobs()])
 def test_aot_compile_no_spills(aot_reports, name):
     r = aot_reports[name]
-    assert r["stack_bytes"] == 0, f"{name} spills: {r}"
-    assert r["shared_bytes"] <= SHARED_MEMORY_LIMIT[r["capability"]], f"{name} shared memory: {r}"
-    assert 0 < r["registers"] <= 255
+    assert r.specialized
+    assert r.stack_bytes == 0, f"{name} spills: {r}"
+    assert r.shared_bytes <= r.shared_limit, f"{name} shared memory: {r}"
+    assert 0 < r.registers <= 255
+
+
+def test_aot_compiles_what_a_launch_compiles(aot_reports):
+    """The jobs are specialised as Triton specialises a launch (16-byte aligned pointers, unit strides as
+    the constant 1, ints divisible by 16): contiguous fp32 logits are read with 128-bit loads, with fewer
+    registers than the unspecialised kernel, which has no vector load at all."""
+    name = "L32 fp32 guided given-noise sm90"
+    plain = compile_jobs("titok_kernels.maskgit_step", [name], specialize=False)[name]
+    launched = aot_reports[name]
+    assert not plain.specialized and plain.vector_loads == 0
+    assert launched.vector_loads >= 3  # cond, uncond and noise rows
+    assert launched.registers < plain.registers
 
 
 # ---- GPU (run where CUDA exists; skipped here) -----------------------------------------------------------

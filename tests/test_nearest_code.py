@@ -1,9 +1,10 @@
-"""kernels.nearest_code: parity with an fp64 reference, ties, the NaN rule, validation, torch.compile, AOT.
+"""titok_kernels.nearest_code: parity with an fp64 reference, ties, the NaN rule, validation, the auto backend,
+torch.compile, AOT.
 
 On CPU the Triton path runs under TRITON_INTERPRET=1 (fp32/fp16 only); the `gpu` tests repeat the
 parity checks on CUDA (bf16 included) and are skipped here.
 
-Accuracy criterion (conventions.md, discrete outputs). For each row, with distances recomputed in
+Accuracy criterion (discrete outputs). For each row, with distances recomputed in
 fp64 from the same fp32-cast inputs, and `scale` = |z|^2 + |e_best|^2 (the size of the terms that
 cancel in |z|^2 + |e|^2 - 2 z.e, so the natural unit of fp32 rounding error):
   * the chosen code's fp64 distance exceeds the fp64 minimum by at most 1e-6 * scale;
@@ -12,14 +13,17 @@ cancel in |z|^2 + |e|^2 - 2 z.e, so the natural unit of fp32 rounding error):
   * the returned fp32 distance is within 1e-6 * scale of the chosen code's fp64 distance.
 """
 import os
+import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from titok_kernels.aot import SHARED_MEMORY_LIMIT, compile_reports
-from titok_kernels.nearest_code import (_COMBINE_BLOCK_M, _CONFIGS, _MAX_UNROLLED_D, _PREPARE_BLOCK_ELEMENTS, _PREPARE_WARPS,
-                                  _nearest_code_triton, kernel_config, nearest_code, nearest_code_torch, quantize)
+import titok_kernels
+from titok_kernels import backend as backend_module
+from titok_kernels.aot import compile_jobs
+from titok_kernels.nearest_code import _CONFIGS, _nearest_code_triton, aot_jobs, nearest_code
+from titok_kernels.reference import nearest_code_torch
 from tests.shapes import NEAREST_CODE_TITOK, NEAREST_CODE_UNALIGNED
 
 TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -134,7 +138,7 @@ def test_triton_non_contiguous_inputs(dtype):
 def test_triton_near_ties(l2, d):
     """Codes in pairs ~3e-7 apart (below fp32 resolution of the distance): either twin may win, but
     the chosen code is within 1e-6 * scale of the best, and no worse than twice torch fp32's excess
-    plus one fp32 ulp (conventions.md)."""
+    plus one fp32 ulp (the twice-the-torch-error rule)."""
     base = torch.randn(256, d)
     codebook = torch.cat([base, base * (1 + 3e-7 * torch.randn(256, 1)) + 3e-7 * torch.randn(256, d)])
     z = base[torch.randint(0, 256, (128,))] + 0.01 * torch.randn(128, d)
@@ -193,8 +197,6 @@ def test_empty_z(backend):
     indices, distances = nearest_code(z, codebook, l2_normalize=True, return_distance=True, backend=backend)
     assert indices.shape == (0,) and indices.dtype == torch.int64
     assert distances.shape == (0,) and distances.dtype == torch.float32
-    z_q, idx = quantize(z, codebook, l2_normalize=True, backend=backend)
-    assert z_q.shape == (0, 12) and idx.shape == (0,)
 
 
 TIE_CASES = [("torch", None)] + ([("triton", None), ("triton", 1), ("triton", 4)] if TRITON_ON_CPU else [])
@@ -255,20 +257,6 @@ def test_nan_and_inf_backends_agree(l2):
     assert torch.equal(torch.isnan(torch_d), torch.isnan(triton_d))
 
 
-# ---- quantize ------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("l2", [True, False])
-def test_quantize_returns_the_gathered_codes(backend, l2):
-    z, codebook = _make_inputs(50, 300, 12, torch.float16)
-    z_q, indices = quantize(z, codebook, l2_normalize=l2, backend=backend)
-    expected = codebook.float()[indices]
-    if l2:
-        expected = F.normalize(expected, dim=-1)
-    assert z_q.dtype == torch.float32 and torch.equal(z_q, expected)
-    assert torch.equal(indices, nearest_code(z, codebook, l2_normalize=l2, backend=backend))
-
-
 # ---- validation ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("z, codebook, error, match", [
@@ -281,14 +269,13 @@ def test_quantize_returns_the_gathered_codes(backend, l2):
     (torch.randn(4, 257), torch.randn(10, 257), ValueError, r"D must be in \[1, 256\], got z \(4, 257\)"),
     (torch.randn(4, 0), torch.randn(10, 0), ValueError, r"D must be in \[1, 256\]"),
     (torch.randn(4, 12), torch.randn(0, 12), ValueError, r"at least one row, got shape \(0, 12\)"),
-    (torch.randn(4, 12), torch.randn(10, 12, device="meta"), ValueError, "same device, got z on cpu and codebook "
-                                                                          "on meta"),
+    (torch.randn(4, 12), torch.randn(10, 12, device="meta"), ValueError, r"codebook must be on the device of z "
+                                                                          r"\(cpu\), got meta"),
     ([[0.0] * 12], torch.randn(10, 12), TypeError, "z must be a torch.Tensor, got list"),
 ])
 def test_validation(z, codebook, error, match):
-    for fn in (nearest_code, nearest_code_torch):
-        with pytest.raises(error, match=match):
-            fn(z, codebook, l2_normalize=True)
+    with pytest.raises(error, match=match):
+        nearest_code(z, codebook, l2_normalize=True)
 
 
 def test_bad_backend():
@@ -308,10 +295,10 @@ def test_triton_on_cpu_without_interpreter_is_refused(monkeypatch):
 def test_torch_compile_fullgraph(backend):
     z, codebook = _make_inputs(40, 300, 12, torch.float32)
 
-    def fn(z, codebook):
-        z_q, indices = quantize(z, codebook, l2_normalize=True, backend=backend)
-        _, distances = nearest_code(z, codebook, l2_normalize=True, return_distance=True, backend=backend)
-        return z_q, indices, distances
+    def fn(z, codebook):  # the quantizer's lookup: indices, then the re-normalised codebook rows
+        indices, distances = nearest_code(z, codebook, l2_normalize=True, return_distance=True, backend=backend)
+        z_q = F.normalize(codebook.index_select(0, indices).float(), dim=-1)
+        return z_q, nearest_code(z, codebook, l2_normalize=True, backend=backend), distances
 
     torch._dynamo.reset()
     compiled = torch.compile(fn, fullgraph=True)
@@ -329,54 +316,52 @@ def test_custom_op_opcheck():
             torch.library.opcheck(torch.ops.titok.nearest_code.default, (z, codebook, True, return_distance, backend))
 
 
-# ---- ahead-of-time compilation: every kept configuration, sm_90 and sm_80 --------------------------------
+# ---- the auto backend and launch counts -------------------------------------------------------------
 
-def _aot_jobs():
-    ints = lambda *names: {n: "i32" for n in names}  # noqa: E731
-    jobs = []
-    for capability in (90, 80):
-        for bd in sorted(_CONFIGS):
-            cfg = kernel_config(bd)
-            jobs.append(dict(
-                name=f"main D{bd} sm{capability}", kernel="_nearest_code_kernel", capability=capability,
-                num_warps=cfg["num_warps"], num_stages=cfg["num_stages"],
-                signature={"z_ptr": "*fp32", "z_sq_ptr": "*fp32", "e_ptr": "*fp32", "e_sq_ptr": "*fp32",
-                           "idx_ptr": "*i64", "dist_ptr": "*fp32", **ints("M", "N", "tiles_per_split"),
-                           **{k: "constexpr" for k in ("STORE_DIST", "UNROLL_K", "BLOCK_M", "BLOCK_N", "BLOCK_K",
-                                                       "BLOCK_D")}},
-                constexprs=dict(STORE_DIST=True, UNROLL_K=bd <= _MAX_UNROLLED_D, BLOCK_M=cfg["BLOCK_M"],
-                                BLOCK_N=cfg["BLOCK_N"], BLOCK_K=cfg["BLOCK_K"], BLOCK_D=bd)))
-            # The prepare pass with the widest input mix (bf16 z, fp16 codebook) and normalisation on.
-            jobs.append(dict(
-                name=f"prepare D{bd} sm{capability}", kernel="_nearest_code_prepare_kernel", capability=capability,
-                num_warps=_PREPARE_WARPS, num_stages=3,
-                signature={"z_ptr": "*bf16", "e_ptr": "*fp16", "z_out_ptr": "*fp32", "e_out_ptr": "*fp32",
-                           "z_sq_ptr": "*fp32", "e_sq_ptr": "*fp32",
-                           **ints("M", "M_pad", "N", "D", "z_blocks", "stride_zm", "stride_zd", "stride_en",
-                                  "stride_ed"),
-                           "L2_NORMALIZE": "constexpr", "BLOCK_R": "constexpr", "BLOCK_D": "constexpr"},
-                constexprs=dict(L2_NORMALIZE=True, BLOCK_R=_PREPARE_BLOCK_ELEMENTS // bd, BLOCK_D=bd)))
-        jobs.append(dict(
-            name=f"combine sm{capability}", kernel="_nearest_code_combine_kernel", capability=capability,
-            num_warps=4, num_stages=3,
-            signature={"part_idx_ptr": "*i64", "part_dist_ptr": "*fp32", "idx_ptr": "*i64", "dist_ptr": "*fp32",
-                       **ints("M", "num_splits"), "STORE_DIST": "constexpr", "BLOCK_M": "constexpr"},
-            constexprs=dict(STORE_DIST=True, BLOCK_M=_COMBINE_BLOCK_M)))
-    return jobs
+@needs_triton_cpu
+def test_env_triton_auto_launches_or_falls_back_once(monkeypatch):
+    """TITOK_KERNEL_BACKEND=triton: auto runs the kernels on CPU tensors (2 launches, 3 when the codebook
+    is split), and the torch reference, warned once, for bf16 (the interpreter has none)."""
+    monkeypatch.setattr(backend_module, "_WARNED", set())
+    monkeypatch.setenv("TITOK_KERNEL_BACKEND", "triton")
+    titok_kernels.reset_launch_counts()
+    z, codebook = _make_inputs(64, 100, 12, torch.float32)  # 2 codebook tiles: not split (2 launches)
+    assert torch.equal(nearest_code(z, codebook, l2_normalize=True),
+                       nearest_code(z, codebook, l2_normalize=True, backend="triton"))
+    _nearest_code_triton(z, codebook, True, False, num_splits=2)
+    assert titok_kernels.launch_counts() == {"nearest_code": 2 + 2 + 3}
+    z16, codebook16 = z.bfloat16(), codebook.bfloat16()
+    with pytest.warns(titok_kernels.KernelFallbackWarning, match="bfloat16"):
+        got = nearest_code(z16, codebook16, l2_normalize=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.equal(nearest_code(z16, codebook16, l2_normalize=True), got)
+    assert torch.equal(got, nearest_code_torch(z16, codebook16, l2_normalize=True))
+    assert titok_kernels.launch_counts() == {"nearest_code": 7}
+    titok_kernels.reset_launch_counts()
+
+
+# ---- ahead-of-time compilation: the launches of aot_jobs(), sm_90 and sm_80 ------------------------------
+
+def test_aot_jobs_cover_every_config():
+    names = [job.name for job in aot_jobs()]
+    assert len(set(names)) == len(names)
+    assert {job.launch.kwargs["BLOCK_D"] for job in aot_jobs() if job.name.startswith("main")} == set(_CONFIGS)
+    assert any(name.startswith("combine") for name in names)
 
 
 @pytest.fixture(scope="module")
 def aot_reports():
-    """The AOT compiles, one subprocess per capability side by side (titok_kernels.aot.compile_reports)."""
-    return compile_reports([dict(job, module="titok_kernels.nearest_code") for job in _aot_jobs()])
+    """The AOT compiles of every declared job, one subprocess per capability side by side."""
+    return compile_jobs("titok_kernels.nearest_code")
 
 
-@pytest.mark.parametrize("name", [job["name"] for job in _aot_jobs()])
+@pytest.mark.parametrize("name", [job.name for job in aot_jobs()])
 def test_aot_compile_no_spills(aot_reports, name):
     r = aot_reports[name]
-    assert r["stack_bytes"] == 0, f"{name} spills: {r}"
-    assert r["shared_bytes"] <= SHARED_MEMORY_LIMIT[r["capability"]], f"{name} shared memory: {r}"
-    assert 0 < r["registers"] <= 255
+    assert r.stack_bytes == 0, f"{name} spills: {r}"
+    assert r.shared_bytes <= r.shared_limit, f"{name} shared memory: {r}"
+    assert 0 < r.registers <= 255
 
 
 # ---- GPU ---------------------------------------------------------------------------------------------
@@ -421,7 +406,12 @@ def test_gpu_cuda_graph_and_compile():
     graph.replay()
     torch.cuda.synchronize()
     assert torch.equal(captured[0], expected[0]) and torch.equal(captured[1], expected[1])
-    compiled = torch.compile(lambda a, b: quantize(a, b, l2_normalize=True), fullgraph=True, mode="reduce-overhead")
-    (z_q, indices), (z_q_eager, indices_eager) = compiled(z, codebook), quantize(z, codebook, l2_normalize=True)
+
+    def lookup(z, codebook):
+        indices = nearest_code(z, codebook, l2_normalize=True)
+        return F.normalize(codebook.index_select(0, indices).float(), dim=-1), indices
+
+    compiled = torch.compile(lookup, fullgraph=True, mode="reduce-overhead")
+    (z_q, indices), (z_q_eager, indices_eager) = compiled(z, codebook), lookup(z, codebook)
     assert torch.equal(indices, indices_eager)
     torch.testing.assert_close(z_q, z_q_eager)  # inductor's fused F.normalize rounds differently

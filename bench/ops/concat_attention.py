@@ -30,8 +30,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from titok_bench.common import device_peaks, time_fn
-from titok_kernels.concat_attention import concat_attention, concat_attention_torch, split_packed_qkv
+from titok_bench.harness import device_peaks, time_fn
+from titok_kernels.concat_attention import concat_attention
+from titok_kernels.reference import concat_attention_torch, split_packed_qkv
 
 OP = "concat_attention"
 _PEAK_KEY = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}

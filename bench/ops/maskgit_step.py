@@ -1,4 +1,4 @@
-"""Benchmark of kernels.maskgit_step: the one-launch Triton step against the eager torch step.
+"""Benchmark of titok_kernels.maskgit_step: the one-launch Triton step against the eager torch step.
 
 Case: B = 256, K = 32, V = 4096 (TiTok-L-32 generator, a batch of 256 images), fp32 logits,
 guidance on (cond-anchored, scale 2.0), softmax temperature 0.9, Gumbel temperature 1.0, first
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from titok_bench.common import device_peaks, time_fn
+from titok_bench.harness import device_peaks, time_fn
 
 OP = "maskgit_step"
 B, K, V, QUICK_B = 256, 32, 4096, 8
@@ -46,7 +46,8 @@ def _row(provider: str, shape: dict, dtype: torch.dtype, timing, peaks) -> dict:
 
 def run(device, *, quick: bool = False) -> list[dict]:
     """Time every provider; one result row per provider (and noise source)."""
-    from titok_kernels.maskgit_step import maskgit_step, maskgit_step_torch
+    from titok_kernels.maskgit_step import maskgit_step
+    from titok_kernels.reference import maskgit_step_torch
 
     device = torch.device(device)
     on_gpu = device.type == "cuda"

@@ -1,4 +1,4 @@
-"""Benchmark of kernels.nearest_code: the fused Triton lookup against the official quantizer math in torch.
+"""Benchmark of titok_kernels.nearest_code: the fused Triton lookup against the official quantizer math in torch.
 
 Cases (fp32 inputs, as the TiTok quantizer runs in fp32):
     M = 32768, N = 4096, D = 12, l2_normalize  (TiTok-L-32 style codebook, a batch of 1024 images)
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from titok_bench.common import device_peaks, time_fn
+from titok_bench.harness import device_peaks, time_fn
 
 OP = "nearest_code"
 CASES = [  # (M, N, D, l2_normalize, quick M)
@@ -53,7 +53,8 @@ def _row(provider: str, shape: dict, dtype: torch.dtype, timing, peaks) -> dict:
 
 def run(device, *, quick: bool = False) -> list[dict]:
     """Time every provider on every case; one result row per (case, provider)."""
-    from titok_kernels.nearest_code import nearest_code, nearest_code_torch
+    from titok_kernels.nearest_code import nearest_code
+    from titok_kernels.reference import nearest_code_torch
 
     device = torch.device(device)
     on_gpu = device.type == "cuda"
