@@ -1,12 +1,11 @@
 """Checkpoint loading: official folder layout, .bin files, the local HF cache, and refusals."""
 import os
 import pickle
-import warnings
 
 import pytest
 import torch
 
-from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, VARIANTS, SamplerConfig
+from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, VARIANTS
 from titok.errors import CheckpointError, RandomWeightsWarning
 from titok.loading import (build_tokenizer, init_random_weights, load_generator, load_tokenizer,
                            read_state_dict, save_pretrained, build_generator_model)
@@ -44,8 +43,7 @@ def test_round_trip_hf_folder_and_bin(tmp_path, tiny_tokenizer):
 
 
 def test_generator_round_trip_resolves_interpolation(tmp_path, tiny_generator):
-    save_pretrained(tiny_generator, tmp_path, tokenizer_cfg=TINY_TOKENIZER, generator_cfg=TINY_GENERATOR,
-                    sampler=SamplerConfig())
+    save_pretrained(tiny_generator, tmp_path, tokenizer_cfg=TINY_TOKENIZER, generator_cfg=TINY_GENERATOR)
     text = (tmp_path / "config.json").read_text()
     assert "${model.vq_model.num_latent_tokens}" in text  # written as the official release has it
     loaded = load_generator(tmp_path)
@@ -121,7 +119,7 @@ def test_random_weights_only_when_asked():
         load_tokenizer(None, "titok-l-64-512")
     with pytest.warns(RandomWeightsWarning):
         model = load_generator(None, "titok-s-128", random_weights=True, device="meta")
-    assert model.sampler.num_steps == 64 and model.sampler.guidance_decay == "power-cosine"
+    assert model.cfg.sampler.num_steps == 64 and model.cfg.sampler.guidance_decay == "power-cosine"
 
 
 def test_hf_repo_id_from_local_cache(tmp_path, monkeypatch, tiny_tokenizer):
@@ -140,3 +138,91 @@ def test_hf_repo_id_from_local_cache(tmp_path, monkeypatch, tiny_tokenizer):
     assert torch.equal(_reconstruct(model)[0], ids0)
     with pytest.raises(CheckpointError, match="not in the local cache"):
         load_tokenizer("someone/not_downloaded")
+
+
+# ---- weights and configs that would give silent garbage or a traceback --------------------------
+
+def _folder_with(tmp_path, tiny_tokenizer, change):
+    """A saved tiny tokenizer folder with `change(state_dict)` applied to its weights."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "bad"
+    save_pretrained(tiny_tokenizer, folder, tokenizer_cfg=TINY_TOKENIZER)
+    sd = {k: v.clone() for k, v in tiny_tokenizer.state_dict().items()}
+    change(sd)
+    save_file(sd, str(folder / "model.safetensors"))
+    return folder
+
+
+def _set(key, fn):
+    def change(sd):
+        sd[key] = fn(sd[key])
+    return change
+
+
+@pytest.mark.parametrize("change, match", [
+    (_set("latent_tokens", lambda t: torch.full_like(t, float("nan"))), r"'latent_tokens' holds 512 NaN or infinite"),
+    (_set("decoder.ln_post.weight", lambda t: t.index_fill(0, torch.tensor([3]), float("inf"))),
+     r"'decoder.ln_post.weight' holds 1 NaN or infinite"),
+    (_set("latent_tokens", lambda t: t.to(torch.int32)), r"'latent_tokens' has dtype int32"),
+    (_set("quantize.embedding.weight", lambda t: t > 0), r"'quantize.embedding.weight' has dtype bool"),
+], ids=["nan", "inf", "int32", "bool"])
+def test_non_finite_and_non_float_weights_are_refused_naming_the_tensor(tmp_path, tiny_tokenizer, change, match):
+    folder = _folder_with(tmp_path, tiny_tokenizer, change)
+    with pytest.raises(CheckpointError, match=match):
+        load_tokenizer(folder)
+
+
+def test_half_precision_weights_still_load(tmp_path, tiny_tokenizer):
+    folder = _folder_with(tmp_path, tiny_tokenizer, lambda sd: sd.update({k: v.half() for k, v in sd.items()}))
+    assert load_tokenizer(folder).latent_tokens.dtype == torch.float32
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"{}", "is not a TiTok config .it has no model.vq_model section"),
+    (bytes(range(256)) * 4, "is not a text file"),
+    (b"[1, 2, 3]", "holds a JSON list, not an object"),
+    (b'{"model": {"vq_model": {"vit_enc_model_size": "huge"}}}', "is not a valid TiTok tokenizer config"),
+    (b'{"model": {"vq_model": 7}}', "is not a valid TiTok tokenizer config"),
+    (b"[" * 100000 + b"]" * 100000, "nested too deeply|is not valid JSON"),
+], ids=["empty-object", "binary", "list", "bad-size", "bad-section", "deep"])
+def test_bad_config_json_is_one_clear_error(tmp_path, tiny_tokenizer, content, match):
+    save_pretrained(tiny_tokenizer, tmp_path / "t", tokenizer_cfg=TINY_TOKENIZER)
+    (tmp_path / "t" / "config.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=match):
+        load_tokenizer(tmp_path / "t")
+
+
+def test_tokenizer_folder_given_as_generator_and_the_reverse(tmp_path, tiny_tokenizer, tiny_generator):
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    tiny_generator.save_pretrained(tmp_path / "gen", tokenizer_cfg=TINY_TOKENIZER)
+    with pytest.raises(CheckpointError, match="describes a tokenizer, not a generator"):
+        load_generator(tmp_path / "tok")
+    with pytest.raises(CheckpointError, match="none of its tensors belongs to a TiTok tokenizer"):
+        load_tokenizer(tmp_path / "gen")
+
+
+def test_a_config_of_a_huge_model_allocates_nothing(tmp_path, tiny_tokenizer):
+    import json
+
+    tiny_tokenizer.save_pretrained(tmp_path / "t")
+    doc = json.loads((tmp_path / "t" / "config.json").read_text())
+    doc["model"]["vq_model"]["num_latent_tokens"] = 10**11  # 25 TB of fp32 latent tokens if materialised
+    (tmp_path / "t" / "config.json").write_text(json.dumps(doc))
+    with pytest.raises(CheckpointError, match=r"latent_tokens \[8, 64\] \(expected \[100000000000, 64\]\)"):
+        load_tokenizer(tmp_path / "t")
+
+
+def test_save_pretrained_methods_round_trip(tmp_path, tiny_tokenizer, tiny_generator):
+    tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    tiny_generator.save_pretrained(tmp_path / "gen", tokenizer_cfg=TINY_TOKENIZER)
+    tok, gen = load_tokenizer(tmp_path / "tok"), load_generator(tmp_path / "gen")
+    assert tok.cfg == TINY_TOKENIZER and gen.cfg == TINY_GENERATOR
+    for a, b in ((tok, tiny_tokenizer), (gen, tiny_generator)):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_bin_with_non_string_keys_is_refused(tmp_path):
+    torch.save({1: torch.zeros(2)}, tmp_path / "w.bin")
+    with pytest.raises(CheckpointError, match="does not hold a state dict of tensors"):
+        read_state_dict(tmp_path / "w.bin")

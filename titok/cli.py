@@ -1,36 +1,108 @@
 """The `titok` command: reconstruct, tokenize, generate, info.
 
-Errors in what the user gave (a missing file, a bad class id, a checkpoint of
-another model, ...) are printed as one line on stderr with exit status 2, never
-as a traceback. Outputs are written under a temporary name, then renamed, so a
-failed run leaves no half-written file.
+Every command runs through `titok.pipeline.Pipeline` (`--mode reference|compile|fast`,
+`--dtype`); the defaults (reference, float32) give the official computation.
+
+Exit status: 0 done; 2 an error in what was given (a missing or unreadable file, a bad
+option value, a checkpoint of another model, an output that would replace a file, ...):
+one line on stderr, nothing written; 3 done, but some inputs were skipped (`--skip-errors`;
+they are listed); 130 interrupted (nothing written); 1 an unexpected failure (a bug: one
+line on stderr; TITOK_TRACEBACK=1 shows the traceback).
+
+Outputs (see `titok.images.OutputFiles`): every output location is checked before any work
+starts; an output never replaces an input, two inputs never share an output, an existing
+file is replaced only with `--overwrite`; all outputs are written under temporary names and
+renamed when the whole run has succeeded, with the permissions the umask gives a new file.
+
+Importing this module imports neither torch nor Triton: `titok --help` stays fast; the
+commands import what they need.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import warnings
 from pathlib import Path
 
 from titok.errors import RandomWeightsWarning, TiTokInputError
 
-EPILOG_IMAGES = ("Images are resized so that their shorter side equals the model's resolution (bicubic, "
-                 "antialiased), then centre-cropped to a square.")
+MODES = ("reference", "compile", "fast")      # titok.pipeline.MODES (importing it would import torch)
+DTYPES = ("float32", "bfloat16", "float16")
+MAX_STEPS = 1024
+EXIT_ERROR, EXIT_SKIPPED, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 1, 130
 
+EPILOG_IMAGES = ("Images: the first frame, turned upright by its EXIF orientation, converted to 8-bit RGB by its "
+                 "real range (16-bit scaled; float images in [0, 1] or [0, 255]; other ranges refused; alpha "
+                 "dropped), resized so that the shorter side equals the model's resolution (bicubic, "
+                 "antialiased), then centre-cropped to a square. Folders: the image files in them (sorted, hidden "
+                 "files skipped); with --recursive, in their subfolders too. Without --skip-errors every image is "
+                 "decoded once before the model runs, so that a bad file stops the run before any work.")
+EPILOG_OUTPUTS = ("Outputs: checked before any work; never written over an input; an existing file is replaced "
+                  "only with --overwrite; written when the whole run succeeded (nothing on failure). Exit status: "
+                  "0 done, 2 error (one line on stderr), 3 done with skipped inputs (--skip-errors), 130 "
+                  "interrupted.")
+
+
+class _UsageError(Exception):
+    """A command line argparse refuses (printed as one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise _UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
+
+
+# ---- option values -----------------------------------------------------------------------------------
+
+def _int_in(lo: int, hi: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an integer") from None
+        if value < lo or (hi is not None and value > hi):
+            shown = text.strip() if len(text.strip()) <= 40 else text.strip()[:40] + "..."
+            bounds = f"is outside {lo}..{hi}" if hi is not None else f"is not >= {lo}"
+            raise argparse.ArgumentTypeError(f"{shown} {bounds}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _finite_float(lo: float = 0.0):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+        if not math.isfinite(value) or value < lo:
+            raise argparse.ArgumentTypeError(f"{text[:40]} is not a finite number >= {lo:g}")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+# ---- shared pieces -------------------------------------------------------------------------------------
 
 def _console(stderr: bool = False):
     from rich.console import Console
 
     stream = sys.stderr if stderr else sys.stdout
     # Not a terminal (a pipe, a log file): do not squeeze tables into 80 columns.
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 200)
+    return Console(file=stream, highlight=False, width=None if stream.isatty() else 200)
 
 
 def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Progress bars on stderr, with the time left; none when stderr is not a terminal (logs stay clean)."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
+    console = _console(stderr=True)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=_console(stderr=True), transient=False)
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
+                    disable=not console.is_terminal)
 
 
 def _device(name: str):
@@ -38,21 +110,38 @@ def _device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TiTokInputError("--device cuda was asked for, but no CUDA GPU is available")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise TiTokInputError(f"--device {name[:40]!r} is not a device; use cpu, cuda, cuda:N or auto") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type != "cuda":
+        raise TiTokInputError(f"--device {name[:40]!r}: only cpu, cuda, cuda:N and auto are supported")
+    if not torch.cuda.is_available():
+        raise TiTokInputError(f"--device {name} was asked for, but no CUDA GPU is available")
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise TiTokInputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return dev
 
 
-def _load_tokenizer(args):
+def _load_tokenizer(args, device):
     from titok.loading import load_tokenizer
 
     src = getattr(args, "checkpoint", None) or getattr(args, "tokenizer", None)
     if src is None and not args.random_weights:
         raise TiTokInputError("give a tokenizer checkpoint (--checkpoint/--tokenizer), or --random-weights "
                               "to run with random weights (meaningless outputs)")
-    return load_tokenizer(src, args.model, random_weights=args.random_weights and src is None,
-                          device=_device(args.device))
+    return load_tokenizer(src, args.model, random_weights=args.random_weights and src is None, device=device)
+
+
+def _pipeline(args, tokenizer, generator=None, sampler=None):
+    import torch
+
+    from titok.pipeline import Pipeline
+
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    return Pipeline(tokenizer, generator, mode=args.mode, sampler=sampler, dtype=dtype)
 
 
 def _batches(items: list, size: int):
@@ -60,99 +149,217 @@ def _batches(items: list, size: int):
         yield items[i:i + size]
 
 
-def cmd_reconstruct(args) -> None:
+def _inputs(args):
+    from titok.images import collect_images
+
+    return collect_images(args.images, recursive=args.recursive, list_file=args.list)
+
+
+def _check_inputs(items, progress) -> None:
+    """Decode every input once before the model runs: a bad file stops the run before any work."""
+    from titok.images import read_image
+
+    bad = []
+    task = progress.add_task("checking images", total=len(items))
+    for x in items:
+        try:
+            read_image(x.path)
+        except TiTokInputError as exc:
+            bad.append(str(exc))
+        progress.advance(task)
+    if bad:
+        raise TiTokInputError(f"{len(bad)} of {len(items)} images cannot be read (first: {bad[0]}); fix or remove "
+                              "them, or pass --skip-errors to skip them")
+
+
+def _load_batch(batch, size: int, skip: bool, skipped: list):
+    """(inputs read, their tensors) of a batch; unreadable ones go to `skipped` when `skip`."""
+    from titok.images import load_image
+
+    kept, tensors = [], []
+    for entry in batch:
+        try:
+            tensors.append(load_image(entry[0].path, size))
+            kept.append(entry)
+        except TiTokInputError as exc:
+            if not skip:
+                raise
+            skipped.append((entry[0], str(exc)))
+    return kept, tensors
+
+
+def _check_finite(values, what: str, args) -> None:
     import torch
 
-    from titok.images import list_images, load_image, psnr, save_json, save_png, to_uint8
+    if values.dtype.is_floating_point and not bool(torch.isfinite(values).all()):
+        hint = f" in {args.dtype}: try --dtype float32" if args.dtype and args.dtype != "float32" else ""
+        raise TiTokInputError(f"the model produced NaN or infinite {what}{hint}")
 
-    tok = _load_tokenizer(args)
-    paths = list_images(args.images)
-    out = Path(args.out)
-    rows = []
-    with _progress() as progress, torch.no_grad():
-        task = progress.add_task("reconstructing", total=len(paths))
-        for batch in _batches(paths, args.batch_size):
-            images = torch.stack([load_image(p, tok.cfg.image_size) for p in batch]).to(_device(args.device))
-            tokens = tok.encode_tokens(images)
-            recon = tok.decode_tokens(tokens).clamp(0.0, 1.0)
-            values = psnr(recon, images).tolist()
-            for p, t, r, v in zip(batch, tokens, to_uint8(recon), values):
-                save_png(out / f"{p.stem}.png", r)
-                token_list = t.tolist() if tok.cfg.quantize_mode == "vq" else t.flatten().tolist()
-                save_json(out / f"{p.stem}.tokens.json", {"image": str(p), "model": args.model or args.checkpoint,
-                                                         "tokens": token_list, "psnr_db": v})
-                rows.append((str(p), v))
+
+def _report_skipped(skipped, total: int, where: str = "") -> int:
+    if not skipped:
+        return 0
+    console = _console()
+    console.print(f"skipped {len(skipped)} of {total} images:")
+    for x, reason in skipped:
+        console.print(f"  {x.path}: {reason}", markup=False)
+    print(f"titok: warning: {len(skipped)} of {total} images were skipped (listed above{where})", file=sys.stderr)
+    return EXIT_SKIPPED
+
+
+# ---- commands --------------------------------------------------------------------------------------------
+
+def cmd_reconstruct(args) -> int:
+    import torch
+
+    from titok.images import OutputFiles, json_number, output_names, psnr, to_uint8
+
+    device = _device(args.device)
+    items = _inputs(args)
+    names = output_names(items)
+    outputs = OutputFiles(overwrite=args.overwrite, inputs=[x.path for x in items])
+    out = outputs.check_folder(args.out)
+    plan = [(x, out / f"{n}.png", out / f"{n}.tokens.json") for x, n in zip(items, names)]
+    for _, png, js in plan:
+        outputs.check_file(png, flag="output")
+        outputs.check_file(js, flag="output")
+    rows, skipped = [], []
+    with outputs, _progress() as progress, torch.no_grad():
+        if not args.skip_errors:
+            _check_inputs(items, progress)
+        tok = _load_tokenizer(args, device)
+        pipe = _pipeline(args, tok)
+        task = progress.add_task("reconstructing", total=len(items))
+        for batch in _batches(plan, args.batch_size):
+            kept, tensors = _load_batch(batch, tok.image_size, args.skip_errors, skipped)
+            if kept:
+                images = torch.stack(tensors).to(device)
+                tokens = pipe.encode(images)
+                recon = pipe.decode_tokens(tokens)
+                _check_finite(tokens, "tokens", args)
+                _check_finite(recon, "pixels", args)
+                values = psnr(recon, images).tolist()
+                for (x, png, js), t, r, v in zip(kept, tokens, to_uint8(recon), values):
+                    outputs.stage_png(png, r)
+                    token_list = t.tolist() if tok.cfg.quantize_mode == "vq" else t.flatten().tolist()
+                    outputs.stage_json(js, {"image": str(x.path), "model": args.model or args.checkpoint,
+                                            "tokens": token_list, "psnr_db": json_number(v)})
+                    rows.append((str(x.path), f"{v:.2f}"))
             progress.advance(task, len(batch))
+        if not rows:
+            raise TiTokInputError(f"none of the {len(items)} images could be read (first: {skipped[0][1]})")
+        outputs.commit()
     from rich.table import Table
 
     table = Table(title=f"{args.model or args.checkpoint}: reconstruction PSNR (written to {out})")
     table.add_column("image")
     table.add_column("PSNR (dB)", justify="right")
     for name, v in rows:
-        table.add_row(name, f"{v:.2f}")
+        table.add_row(name, v)
+    for x, _ in skipped:
+        table.add_row(str(x.path), "skipped")
     _console().print(table)
+    return _report_skipped(skipped, len(items))
 
 
-def cmd_tokenize(args) -> None:
+def cmd_tokenize(args) -> int:
     import numpy as np
     import torch
 
-    from titok.images import list_images, load_image, save_json, save_npy
-
-    tok = _load_tokenizer(args)
-    paths = list_images(args.images)
-    chunks = []
-    with _progress() as progress, torch.no_grad():
-        task = progress.add_task("tokenizing", total=len(paths))
-        for batch in _batches(paths, args.batch_size):
-            images = torch.stack([load_image(p, tok.cfg.image_size) for p in batch]).to(_device(args.device))
-            chunks.append(tok.encode_tokens(images).cpu().numpy())
-            progress.advance(task, len(batch))
-    tokens = np.concatenate(chunks)
-    out = Path(args.out)
-    save_npy(out, tokens)
-    save_json(out.with_suffix(".files.json"), {"model": args.model or args.checkpoint, "files": [str(p) for p in paths]})
-    _console().print(f"{len(paths)} images -> {out} {tokens.shape} {tokens.dtype} (file order in "
-                     f"{out.with_suffix('.files.json')})")
-
-
-def cmd_generate(args) -> None:
-    import dataclasses
-
-    import torch
-
-    from titok.images import image_grid, save_png, to_uint8
-    from titok.loading import check_compatible, load_generator
-    from titok.sampler import check_class_ids, generate
+    from titok.images import OutputFiles
 
     device = _device(args.device)
-    tok = _load_tokenizer(args)
+    items = _inputs(args)
+    out = Path(args.out)
+    if out.suffix.lower() != ".npy":
+        raise TiTokInputError(f"--out {out}: tokenize writes a NumPy .npy file; give a name ending in .npy")
+    files_json = out.with_suffix(".files.json")
+    outputs = OutputFiles(overwrite=args.overwrite, inputs=[x.path for x in items])
+    outputs.check_file(out)
+    outputs.check_file(files_json, flag="output")
+    chunks, done, skipped = [], [], []
+    with outputs, _progress() as progress, torch.no_grad():
+        if not args.skip_errors:
+            _check_inputs(items, progress)
+        tok = _load_tokenizer(args, device)
+        pipe = _pipeline(args, tok)
+        task = progress.add_task("tokenizing", total=len(items))
+        for batch in _batches([(x,) for x in items], args.batch_size):
+            kept, tensors = _load_batch(batch, tok.image_size, args.skip_errors, skipped)
+            if kept:
+                tokens = pipe.encode(torch.stack(tensors).to(device))
+                _check_finite(tokens, "tokens", args)
+                chunks.append((tokens.float() if tokens.dtype.is_floating_point else tokens).cpu().numpy())
+                done += [x for (x,) in kept]
+            progress.advance(task, len(batch))
+        if not done:
+            raise TiTokInputError(f"none of the {len(items)} images could be read (first: {skipped[0][1]})")
+        tokens = np.concatenate(chunks)
+        listing = {"model": args.model or args.checkpoint, "files": [str(x.path) for x in done]}
+        if args.skip_errors:
+            listing["skipped"] = [{"file": str(x.path), "error": reason} for x, reason in skipped]
+        outputs.stage_npy(out, tokens)
+        outputs.stage_json(files_json, listing)
+        outputs.commit()
+    _console().print(f"{len(done)} images -> {out} {tokens.shape} {tokens.dtype} (file order in {files_json})",
+                     markup=False)
+    return _report_skipped(skipped, len(items), f" and in {files_json}")
+
+
+def cmd_generate(args) -> int:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from titok.images import MAX_IMAGE_PIXELS, OutputFiles, grid_layout, image_format, place_in_grid, to_uint8
+    from titok.loading import load_generator
+    from titok.sampler import check_class_ids
+
+    device = _device(args.device)
+    outputs = OutputFiles(overwrite=args.overwrite)
+    out = outputs.check_file(args.out)
+    fmt, _, max_side = image_format(out)
     if args.generator is None and not args.random_weights:
         raise TiTokInputError("give a generator checkpoint (--generator), or --random-weights")
+    tok = _load_tokenizer(args, device)
     gen = load_generator(args.generator, args.model, random_weights=args.random_weights and args.generator is None,
                          device=device)
-    check_compatible(tok, gen)
     overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("randomize_temperature",
                  args.temperature), ("num_steps", args.steps)) if v is not None}
-    sampler = dataclasses.replace(gen.sampler, **overrides)
+    pipe = _pipeline(args, tok, gen, dataclasses.replace(gen.cfg.sampler, **overrides))
+    sampler = pipe.sampler
     classes = torch.tensor(args.classes, dtype=torch.long)
     check_class_ids(classes, gen.cfg.num_classes)
-    torch.manual_seed(args.seed)
-    images = []
-    with _progress() as progress, torch.no_grad():
-        task = progress.add_task("generating", total=len(args.classes))
-        for batch in _batches(list(range(len(args.classes))), args.batch_size):
-            ids = generate(gen, classes[batch].to(device), sampler)
-            images.append(tok.decode_tokens(ids).clamp(0.0, 1.0))
+    n, size = len(args.classes), tok.image_size
+    rows, cols = grid_layout(n, args.columns)
+    height, width = rows * size, cols * size
+    if height * width > MAX_IMAGE_PIXELS:
+        raise TiTokInputError(f"a grid of {n} images of {size}x{size} would be {width}x{height} pixels, more than "
+                              f"image readers open ({MAX_IMAGE_PIXELS:,}); generate at most "
+                              f"{MAX_IMAGE_PIXELS // (size * size)} images per run")
+    if max(height, width) > max_side:
+        raise TiTokInputError(f"a {width}x{height} grid is larger than {fmt} allows ({max_side} pixels a side); "
+                              "use .png, or change --columns")
+    grid = np.zeros((height, width, 3), dtype=np.uint8)
+    torch.manual_seed(args.seed)  # then every batch draws on, as the official sampler in one process
+    with outputs, _progress() as progress, torch.no_grad():
+        task = progress.add_task("generating", total=n)
+        for batch in _batches(list(range(n)), args.batch_size):
+            images = pipe.generate(classes[batch])
+            _check_finite(images, "pixels", args)
+            for i, image in zip(batch, to_uint8(images)):
+                place_in_grid(grid, i, image, cols)
             progress.advance(task, len(batch))
-    grid = image_grid(to_uint8(torch.cat(images)), args.columns)
-    save_png(args.out, grid)
-    _console().print(f"{len(args.classes)} images (classes {args.classes}, seed {args.seed}, "
+        outputs.stage_image(out, grid)
+        outputs.commit()
+    _console().print(f"{n} images (classes {args.classes}, seed {args.seed}, "
                      f"{sampler.num_steps} steps, guidance {sampler.guidance_scale} {sampler.guidance_decay}, "
-                     f"temperature {sampler.randomize_temperature}) -> {args.out}")
+                     f"temperature {sampler.randomize_temperature}) -> {args.out}", markup=False)
+    return 0
 
 
-def cmd_info(args) -> None:
+def cmd_info(args) -> int:
     from rich.table import Table
 
     from titok.configs import VARIANTS, get_variant
@@ -179,14 +386,19 @@ def cmd_info(args) -> None:
                       f"{tok_params / 1e6:.0f}M", gen_text, steps, f"{encode_flops(v.tokenizer) / 1e9:.1f}",
                       gen_flops, "architecture only" if v.architecture_only else (v.tokenizer_repo or "-"))
     _console().print(table)
+    return 0
 
+
+# ---- the parser ------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
+    from titok import __version__
     from titok.configs import VARIANTS
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="titok", description="TiTok: 1D image tokenization (32 tokens per image) and MaskGIT generation.",
         epilog="Run `titok COMMAND --help` for each command's options.")
+    parser.add_argument("--version", action="version", version=f"titok {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     models = list(VARIANTS)
 
@@ -201,40 +413,77 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--random-weights", action="store_true",
                        help="build the model with random weights (for speed tests; outputs are meaningless)")
         p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-        p.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default: 8)")
+        p.add_argument("--mode", choices=MODES, default="reference",
+                       help="runtime: reference (the official computation, eager; default), compile "
+                            "(torch.compile of it) or fast (fused kernels, batched guidance, CUDA graphs)")
+        p.add_argument("--dtype", choices=DTYPES,
+                       help="model precision (default: bfloat16 for --mode fast on CUDA, float32 otherwise; the "
+                            "quantizer and the sampling math stay float32)")
+        p.add_argument("--batch-size", type=_int_in(1), default=8, metavar="N",
+                       help="images per forward pass: bounds the memory a run needs (default: 8)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace output files that exist (never an input file)")
+
+    def inputs(p):
+        p.add_argument("images", nargs="*", metavar="IMG_OR_DIR", help="image files or folders of images")
+        p.add_argument("--list", metavar="FILE",
+                       help="also read image paths from FILE, one a line (relative to the current folder; blank "
+                            "lines and lines starting with # skipped; - reads standard input)")
+        p.add_argument("--recursive", "-r", action="store_true",
+                       help="read folders with their subfolders (e.g. ImageNet's one folder per class)")
+        p.add_argument("--skip-errors", action="store_true",
+                       help="skip images that cannot be read, list them, and exit with status 3; without it a "
+                            "bad image stops the run before the model runs")
 
     p = sub.add_parser("reconstruct", help="encode images to tokens and decode them back",
                        description="Encode each image to tokens and decode it back. Writes DIR/<name>.png and "
-                                   "DIR/<name>.tokens.json, and prints the PSNR of each reconstruction.",
-                       epilog=EPILOG_IMAGES)
-    p.add_argument("images", nargs="+", metavar="IMG", help="image files or folders of images")
+                                   "DIR/<name>.tokens.json (\"psnr_db\" is null when the reconstruction is "
+                                   "identical), and prints the PSNR of each reconstruction. <name> is the file "
+                                   "name without its extension (with it, as in x.bmp.png, where two inputs "
+                                   "share a name), under its subfolder for files found with --recursive.",
+                       epilog=EPILOG_IMAGES + " " + EPILOG_OUTPUTS)
+    inputs(p)
     common(p)
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.set_defaults(func=cmd_reconstruct)
 
     p = sub.add_parser("tokenize", help="encode images to a .npy array of tokens",
-                       description="Encode images (batched) to an (N, K) int64 array saved as .npy, with the "
-                                   "file order in <out>.files.json.", epilog=EPILOG_IMAGES)
-    p.add_argument("images", nargs="+", metavar="IMG_OR_DIR", help="image files or folders of images")
+                       description="Encode images (batched) to tokens saved as one .npy array: (N, K) int64 token "
+                                   "ids, or (N, C, 1, K) float32 mean tokens for the continuous-token (VAE) "
+                                   "models, with the file order (and any skipped files) in <out>.files.json.",
+                       epilog=EPILOG_IMAGES + " " + EPILOG_OUTPUTS)
+    inputs(p)
     common(p)
     p.add_argument("--out", required=True, metavar="FILE.npy", help="output array")
     p.set_defaults(func=cmd_tokenize)
 
     p = sub.add_parser("generate", help="generate class-conditional images with the MaskGIT generator",
-                       description="Sample tokens for each ImageNet class id with the reference MaskGIT sampler "
-                                   "(the official algorithm and random-number order), decode them, and write one "
-                                   "grid PNG.")
+                       description="Sample tokens for each ImageNet class id with the MaskGIT sampler (with "
+                                   "--mode reference: the official algorithm and random-number order), decode "
+                                   "them, and write one grid image.", epilog=EPILOG_OUTPUTS)
     common(p, checkpoint_flag=False)
     p.add_argument("--tokenizer", metavar="SRC", help="tokenizer weights (folder, file or cached repo id)")
     p.add_argument("--generator", metavar="SRC", help="generator weights (folder, file or cached repo id)")
-    p.add_argument("--classes", type=int, nargs="+", required=True, metavar="ID", help="ImageNet class ids 0..999")
-    p.add_argument("--seed", type=int, default=0, help="torch.manual_seed before sampling (default: 0)")
-    p.add_argument("--guidance-scale", type=float, help="override the variant's guidance scale")
-    p.add_argument("--temperature", type=float, help="override the randomize (Gumbel) temperature")
-    p.add_argument("--steps", type=int, help="override the number of sampling steps")
-    p.add_argument("--columns", type=int, help="grid columns (default: up to 8)")
-    p.add_argument("--out", required=True, metavar="FILE.png", help="output grid image")
+    p.add_argument("--classes", type=_int_in(0, 2**63 - 1), nargs="+", required=True, metavar="ID",
+                   help="ImageNet class ids 0..999")
+    p.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=0,
+                   help="torch.manual_seed before sampling, 0..2^64-1 (default: 0); batches draw on from it. "
+                        "The fast mode is reproducible too, but draws differently")
+    p.add_argument("--guidance-scale", type=_finite_float(), metavar="X", help="override the guidance scale (>= 0)")
+    p.add_argument("--temperature", type=_finite_float(), metavar="X",
+                   help="override the randomize (Gumbel) temperature (>= 0)")
+    p.add_argument("--steps", type=_int_in(1, MAX_STEPS), metavar="N",
+                   help=f"override the number of sampling steps (1..{MAX_STEPS})")
+    p.add_argument("--columns", type=_int_in(1), metavar="N",
+                   help="grid columns (default: up to 8; never more than the number of images)")
+    p.add_argument("--out", required=True, metavar="FILE.png",
+                   help="output grid image; its extension names the format: .png, .jpg/.jpeg (quality 95), "
+                        ".webp (lossless), .bmp, .tif/.tiff")
     p.set_defaults(func=cmd_generate)
+
+    from titok.evalset import add_decode_parser, add_sample_parser  # `sample`, `decode`: titok/evalset.py
+    add_sample_parser(sub, models)
+    add_decode_parser(sub, models)
 
     p = sub.add_parser("info", help="list variants: parameters, tokens, FLOPs per image",
                        description="List the model variants with parameter counts, tokens and FLOPs per image.")
@@ -243,11 +492,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "batch_size", 1) < 1:
-        parser.error("--batch-size must be >= 1")
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_ERROR
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
+
     def show(message, category, *rest, **kw):
         if issubclass(category, RandomWeightsWarning):
             _console(stderr=True).print(f"[bold yellow]warning:[/] {message}")
@@ -259,14 +517,28 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("always", RandomWeightsWarning)
             warnings.showwarning = show
-            args.func(args)
+            return args.func(args) or 0
     except TiTokInputError as exc:
-        print(f"titok: error: {exc}", file=sys.stderr)
-        return 2
+        print(f"titok: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
-        print("titok: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        print("titok: interrupted (nothing written)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if os.environ.get("TITOK_TRACEBACK"):
+            raise
+        if _is_out_of_memory(exc):
+            print(f"titok: error: out of memory (batch size {getattr(args, 'batch_size', '?')}); lower "
+                  "--batch-size (nothing written)", file=sys.stderr)
+            return EXIT_ERROR
+        print(f"titok: error: unexpected {type(exc).__name__}: {_one_line(exc)} (nothing written; this is a bug: "
+              "run with TITOK_TRACEBACK=1 to see where)", file=sys.stderr)
+        return EXIT_BUG
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 1000 else text[:1000] + "..."
 
 
 if __name__ == "__main__":

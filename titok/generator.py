@@ -75,6 +75,13 @@ class _Generator(nn.Module):
         drop = torch.rand_like(condition, dtype=torch.float) < cond_drop_prob
         return self.logits(input_ids, self.class_tokens(condition, drop))
 
+    def save_pretrained(self, folder, *, tokenizer_cfg) -> None:
+        """Write `config.json` (official layout, sampling defaults included) + `model.safetensors`; the
+        official config also describes the tokenizer the generator pairs with (`tokenizer_cfg`)."""
+        from titok.loading import save_pretrained
+
+        save_pretrained(self, folder, tokenizer_cfg=tokenizer_cfg, generator_cfg=self.cfg)
+
     def logits(self, input_ids: torch.Tensor, class_tokens: torch.Tensor) -> torch.Tensor:
         ids = torch.cat([class_tokens.view(-1, 1), input_ids.view(input_ids.shape[0], -1)], dim=1)
         return self.lm_head_logits(self.hidden_states(ids))

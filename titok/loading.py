@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import pickle
 import warnings
@@ -116,7 +117,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                                   f"{str(exc).splitlines()[0][:160]}") from None
         if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
             obj = obj["state_dict"]
-        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in obj.items()):
             raise CheckpointError(f"{path} does not hold a state dict of tensors")
         return obj
     raise CheckpointError(f"unsupported checkpoint file type {path.suffix!r} ({path}); use .safetensors or .bin")
@@ -154,20 +156,53 @@ def resolve_source(src: str | os.PathLike) -> Path:
 
 
 def _read_config(folder: Path) -> dict | None:
+    """The folder's config.json as a dict (None when there is none); CheckpointError when it is not a JSON object."""
     cfg = folder / "config.json"
-    if not cfg.is_file():
+    if not cfg.exists():
         return None
     try:
-        return json.loads(cfg.read_text())
+        doc = json.loads(cfg.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{cfg} is not a text file (binary data; a config.json is UTF-8 JSON)") from None
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{cfg} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{cfg} is nested too deeply to be a config") from None
+    except OSError as exc:
+        raise CheckpointError(f"{cfg} cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not isinstance(doc, dict):
+        raise CheckpointError(f"{cfg} holds a JSON {type(doc).__name__}, not an object: not a TiTok config")
+    return doc
+
+
+def _config_from(doc: dict, folder: Path, part: str):
+    """The TokenizerConfig / GeneratorConfig of a parsed config.json; CheckpointError naming what is wrong."""
+    where = folder / "config.json"
+    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    if "vq_model" not in model:
+        raise CheckpointError(f"{where} is not a TiTok config (it has no model.vq_model section)")
+    if part == "generator" and "generator" not in model:
+        raise CheckpointError(f"{where} describes a tokenizer, not a generator (it has no model.generator "
+                              "section): give a generator checkpoint")
+    parse = generator_config_from_official if part == "generator" else tokenizer_config_from_official
+    try:
+        return parse(doc)
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc).splitlines()[0] if str(exc) else \
+            type(exc).__name__
+        raise CheckpointError(f"{where} is not a valid TiTok {part} config: {what}") from None
 
 
 # ---- strict state-dict loading -----------------------------------------------------------------
 
 def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, part: str, label: str) -> None:
-    """Copy `state_dict` into `model`, refusing missing, unexpected or mis-shaped keys."""
-    expected = shape_signature(model.state_dict())
+    """Copy `state_dict` into `model`, refusing missing, unexpected or mis-shaped keys, and tensors that are
+    not floating point where the model's are, or that hold NaN or infinite values (naming the tensor).
+
+    A model on the meta device is checked first and materialised on the CPU only when the file fits it,
+    so a config.json that describes a huge model allocates nothing."""
+    expected_tensors = model.state_dict()
+    expected = shape_signature(expected_tensors)
     got = shape_signature(state_dict)
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
@@ -181,8 +216,30 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, part: 
                 lines.append(f"{len(items)} {title} keys: {', '.join(items[:5])}{more}")
         match = matching_variant(got, part)
         hint = f"; this file matches the released variant {match!r}" if match else ""
+        if not match and got and not any(k in expected for k in got):
+            hint = f"; none of its tensors belongs to a TiTok {part} (another model's checkpoint?)"
         raise CheckpointError(f"{label} does not fit the model: " + "; ".join(lines) + hint)
+    check_weights(state_dict, expected_tensors, label=label)
+    if any(t.is_meta for t in expected_tensors.values()):
+        model.to_empty(device="cpu")
     model.load_state_dict(state_dict, strict=True)
+
+
+def check_weights(state_dict: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], *, label: str) -> None:
+    """Refuse a tensor whose dtype kind differs from the model's (integer or bool weights for float
+    parameters), and floating-point tensors holding NaN or infinity: CheckpointError naming the tensor."""
+    for name, want in expected.items():
+        t = state_dict[name]
+        if want.dtype.is_floating_point and not t.dtype.is_floating_point:
+            raise CheckpointError(f"{label}: tensor {name!r} has dtype {str(t.dtype).replace('torch.', '')}; "
+                                  "the model's weights are floating point (a corrupt or converted file?)")
+        # A finite sum means every value is finite (one NaN or inf makes it NaN or inf): one fast reduction,
+        # and the exact element check only where the sum is not finite (which a large finite tensor can be).
+        if t.dtype.is_floating_point and t.numel() and not math.isfinite(float(t.sum())) \
+                and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{label}: tensor {name!r} holds {bad} NaN or infinite value(s) of {t.numel()}: "
+                                  "the checkpoint is corrupt (or diverged in training)")
 
 
 def _finish(model: nn.Module, device, dtype) -> nn.Module:
@@ -216,7 +273,7 @@ def load_tokenizer(src: str | os.PathLike | None = None, variant: str | None = N
         doc = _read_config(path)
         weights = _weights_in(path)
         if doc is not None:
-            cfg = tokenizer_config_from_official(doc)
+            cfg = _config_from(doc, path, "tokenizer")
         elif variant is not None:
             cfg = get_variant(variant).tokenizer
         else:
@@ -232,7 +289,7 @@ def load_tokenizer(src: str | os.PathLike | None = None, variant: str | None = N
         cfg = get_variant(match).tokenizer
     if variant is not None and cfg != get_variant(variant).tokenizer and path.is_dir():
         raise CheckpointError(f"{path}/config.json describes another model than {variant!r}")
-    model = build_tokenizer(cfg, "meta").to_empty(device="cpu")
+    model = build_tokenizer(cfg, "meta")
     load_strict(model, state, part="tokenizer", label=str(weights))
     return _finish(model, device, dtype)
 
@@ -260,7 +317,7 @@ def load_generator(src: str | os.PathLike | None = None, variant: str | None = N
         weights = _weights_in(path)
         doc = _read_config(path)
         if doc is not None:
-            cfg = generator_config_from_official(doc)
+            cfg = _config_from(doc, path, "generator")
     else:
         weights = path
     if cfg is None and variant is not None:
@@ -276,7 +333,7 @@ def load_generator(src: str | os.PathLike | None = None, variant: str | None = N
     if variant is not None and get_variant(variant).generator is not None and path.is_dir():
         # The official config.json has no softmax-annealing flag: take the variant's defaults wholesale.
         cfg = dataclasses.replace(cfg, sampler=get_variant(variant).generator.sampler)
-    model = build_generator_model(cfg, "meta").to_empty(device="cpu")
+    model = build_generator_model(cfg, "meta")
     load_strict(model, state, part="generator", label=str(weights))
     return _finish(model, device, dtype)
 

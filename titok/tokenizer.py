@@ -114,6 +114,12 @@ class TiTokTokenizer(nn.Module):
         """Validated tokens -> images (B, 3, H, W), unclamped (official); clamp to [0, 1] for display."""
         return self.decode(self.tokens_to_latents(self.check_tokens(tokens)))
 
+    def save_pretrained(self, folder) -> None:
+        """Write `config.json` (the official nested layout) + `model.safetensors` into `folder`."""
+        from titok.loading import save_pretrained
+
+        save_pretrained(self, folder, tokenizer_cfg=self.cfg)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Reconstruction: encode then decode."""
         z_q, _ = self.encode(images)
