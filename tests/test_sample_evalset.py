@@ -1,0 +1,206 @@
+"""`titok sample` (evaluation sets at scale) and `titok decode`: the sample set does not depend on how it was
+computed (batch size, one or two processes under torchrun, a crash and a resume), restarts with other
+settings are refused, the .npz is what the evaluation suite reads, and decode closes the loop."""
+import dataclasses
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from titok.cli import main
+from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig
+from titok.errors import TiTokInputError
+from titok.evalset import (EvalPlan, SampleNoise, noise_counter, parse_classes, read_npz_header, step_noise,
+                           uniform_at)
+from titok.loading import build_generator_model, build_tokenizer, init_random_weights, save_pretrained
+
+N_CLASSES, PER_CLASS = 10, 2          # the tiny generator has 10 classes: N = 20 samples of 64x64
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tok = init_random_weights(build_tokenizer(TINY_TOKENIZER), seed=1).eval()
+    gcfg = dataclasses.replace(TINY_GENERATOR, sampler=SamplerConfig(num_steps=STEPS))
+    gen = init_random_weights(build_generator_model(gcfg), seed=2).eval()
+    save_pretrained(tok, root / "tok", tokenizer_cfg=TINY_TOKENIZER)
+    save_pretrained(gen, root / "gen", tokenizer_cfg=TINY_TOKENIZER, generator_cfg=gcfg)
+    return root
+
+
+def _sample_args(models, out, *extra):
+    return ["sample", "--tokenizer", str(models / "tok"), "--generator", str(models / "gen"), "--out", str(out),
+            "--num-per-class", str(PER_CLASS), "--shard-size", "4", "--decode-batch-size", "4", "--device", "cpu",
+            "--dtype", "float32", *extra]
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _torchrun(args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    env.pop("OMP_NUM_THREADS", None)  # torchrun sets 1 per process, the usual multi-process setting
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "titok", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+# ---- the noise: a function of (seed, sample index, step) only ---------------------------------------------
+
+def test_noise_is_the_documented_stream_and_per_sample():
+    u_s, u_c = step_noise(7, [5, 2], 1, 3, 4)
+    assert u_s.shape == (2, 3, 4) and u_c.shape == (2, 3) and u_s.dtype == torch.float32
+    assert u_s[0, 2, 1].item() == uniform_at(7, noise_counter(5, 1, 0, 2 * 4 + 1))
+    assert u_c[1, 2].item() == uniform_at(7, noise_counter(2, 1, 1, 2))
+    whole = SampleNoise(7, torch.arange(6), 2, 3, 4)
+    for step in range(2):  # a sample's noise does not depend on the other samples of its batch
+        assert torch.equal(whole[step][0][[5, 2]], step_noise(7, [5, 2], step, 3, 4)[0])
+        assert torch.equal(whole[step][1][[5, 2]], step_noise(7, [5, 2], step, 3, 4)[1])
+    assert not torch.equal(whole[0][0], whole[1][0])
+    assert not torch.equal(whole[0][0], step_noise(8, range(6), 0, 3, 4)[0])  # another seed
+    big = step_noise(0, torch.arange(64), 0, 32, 64)[0]
+    assert 0.0 <= big.min() and big.max() < 1.0 and abs(big.mean().item() - 0.5) < 0.01
+    assert abs(big.var().item() - 1 / 12) < 0.002
+
+
+def test_parse_classes_and_plan():
+    assert parse_classes(["all"], 4) == [0, 1, 2, 3]
+    assert parse_classes(["0-2,7", "9"], 10) == [0, 1, 2, 7, 9]
+    for bad, match in ((["10"], "outside 0..9"), (["3-1"], "empty range"), (["x"], "give all"), ([","], "no class")):
+        with pytest.raises(TiTokInputError, match=match):
+            parse_classes(bad, 10)
+    plan = EvalPlan((3, 5), 3, 4)
+    assert plan.num_samples == 6 and plan.num_shards == 2 and plan.shard_range(1) == (4, 6)
+    assert plan.labels().tolist() == [3, 5, 3, 5, 3, 5]
+
+
+# ---- the acceptance test: one process, another batch size, two processes killed and resumed -------------
+
+def test_sample_set_does_not_depend_on_batch_size_processes_or_resume(models, tmp_path, capsys):
+    one, other, two = tmp_path / "one", tmp_path / "other", tmp_path / "two"
+    assert main(_sample_args(models, one, "--batch-size", "3")) == 0
+    assert main(_sample_args(models, other, "--batch-size", "8", "--keep-shards")) == 0
+    assert "20 samples" in capsys.readouterr().out
+
+    # Two processes (gloo); rank 1 dies right after its first shard: torchrun stops rank 0 too.
+    crashed = _torchrun(_sample_args(models, two, "--batch-size", "3"), {"TITOK_SAMPLE_TEST_EXIT": "1:1"})
+    assert crashed.returncode != 0, crashed.stderr[-2000:]
+    assert not (two / "samples.npz").exists()
+    left = sorted(p.name for p in (two / "shards").iterdir())
+    assert 1 <= len(left) < 5 and not [n for n in left if n.startswith(".")], left
+    resumed = _torchrun(_sample_args(models, two, "--batch-size", "3"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    # Byte-identical archives (fixed zip timestamps), hence identical arr_0, labels and tokens.
+    assert _digest(one / "samples.npz") == _digest(other / "samples.npz") == _digest(two / "samples.npz")
+    assert _digest(one / "tokens.npy") == _digest(two / "tokens.npy")
+    with np.load(two / "samples.npz") as z:
+        assert z.files == ["arr_0", "labels"]
+        arr, labels = z["arr_0"], z["labels"]
+    assert arr.shape == (N_CLASSES * PER_CLASS, 64, 64, 3) and arr.dtype == np.uint8
+    assert labels.tolist() == [i % N_CLASSES for i in range(20)] and np.bincount(labels).tolist() == [2] * 10
+    assert read_npz_header(two / "samples.npz") == ((20, 64, 64, 3), np.dtype(np.uint8))  # the suite's reader
+    assert arr.std() > 0 and len({arr[i].tobytes() for i in range(20)}) == 20
+    pngs = sorted((two / "samples").iterdir())
+    assert [p.name for p in pngs[:2]] == ["000000_c0000.png", "000001_c0001.png"] and len(pngs) == 20
+    assert np.array_equal(np.asarray(Image.open(two / "samples" / "000013_c0003.png")), arr[13])
+    assert not (two / "shards").exists() and (other / "shards").is_dir()
+    summary = json.loads((two / "summary.json").read_text())
+    first, last = summary["runs"] if len(summary["runs"]) == 2 else (None, summary["runs"][-1])
+    assert last["world_size"] == 2 and last["samples_made"] + last["samples_before"] == 20
+    assert 0 < last["samples_made"] < 20 and last["samples_per_s"] > 0
+    assert summary["settings"]["seed"] == 0 and summary["settings"]["dtype"] == "float32"
+
+    # The same command on a finished folder does nothing; other settings are refused (one line, exit 2).
+    assert main(_sample_args(models, one, "--batch-size", "5")) == 0
+    assert "nothing to do" in capsys.readouterr().err
+    for extra, word in ((["--seed", "1"], "seed 0 there, 1 now"), (["--steps", "2"], "sampler.num_steps"),
+                        (["--dtype", "bfloat16"], "dtype"), (["--classes", "0-4"], "classes")):
+        args = _sample_args(models, other, *extra)
+        if "--dtype" in extra:
+            args.remove("float32"), args.remove("--dtype")
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and word in err[0] and "other settings" in err[0], err
+    assert _digest(other / "samples.npz") == _digest(one / "samples.npz")
+
+
+def test_bf16_fast_and_reference_do_not_depend_on_batch_size(models, tmp_path):
+    """The default dtype of fast mode on a bf16 CPU, and the reference runtime: batch 1 vs 7."""
+    for mode, dtype in (("fast", "bfloat16"), ("reference", "float32")):
+        digests = []
+        for batch in ("1", "7"):
+            out = tmp_path / f"{mode}{batch}"
+            args = _sample_args(models, out, "--batch-size", batch, "--mode", mode, "--classes", "0-4", "--no-png")
+            args[args.index("--dtype") + 1] = dtype
+            assert main(args) == 0
+            digests.append(_digest(out / "samples.npz"))
+            assert not (out / "samples").exists()
+        assert digests[0] == digests[1], mode
+
+
+# ---- errors, and decode ------------------------------------------------------------------------------------
+
+def test_sample_errors_are_one_line(models, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    cases = [(["sample", "--tokenizer", str(models / "tok"), "--out", str(tmp_path / "x")], "--generator"),
+             (_sample_args(models, tmp_path / "y", "--classes", "3-12"), "outside 0..9"),
+             (_sample_args(models, tmp_path / "z", "--num-per-class", "0"), "--num-per-class"),
+             (_sample_args(models, tmp_path / "afile"), "is a file")]
+    for argv, match in cases:
+        assert main(argv) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and match in lines[0] and "Traceback" not in lines[0], lines
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists() and not (tmp_path / "z").exists()
+
+
+def test_decode_closes_the_loop_with_sample_and_tokenize(models, tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(_sample_args(models, out, "--batch-size", "4", "--classes", "0-5", "--no-png")) == 0
+    dec = tmp_path / "dec"
+    argv = ["decode", str(out / "tokens.npy"), "--checkpoint", str(models / "tok"), "--out", str(dec),
+            "--dtype", "float32", "--batch-size", "4", "--device", "cpu"]
+    assert main(argv) == 0
+    with np.load(out / "samples.npz") as z:
+        arr = z["arr_0"]
+    names = sorted(p.name for p in dec.iterdir())
+    assert names[0] == "000000.png" and len(names) == 12
+    for i in (0, 11):  # decode pads every batch like sample does: the very same pixels
+        assert np.array_equal(np.asarray(Image.open(dec / f"{i:06d}.png")), arr[i])
+    capsys.readouterr()
+    assert main(argv) == 2 and "--overwrite" in capsys.readouterr().err  # outputs exist
+    assert main([*argv, "--overwrite"]) == 0
+
+    # tokenize -> decode: names carry the images' names (from <tokens>.files.json)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(imgs / f"{name}.png")
+    assert main(["tokenize", str(imgs), "--checkpoint", str(models / "tok"), "--out", str(tmp_path / "t.npy")]) == 0
+    assert main(["decode", str(tmp_path / "t.npy"), "--checkpoint", str(models / "tok"), "--out",
+                 str(tmp_path / "back"), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (tmp_path / "back").iterdir()) == ["000000_cat.png", "000001_dog.png"]
+    np.save(tmp_path / "bad.npy", np.full((2, 8), 64))
+    capsys.readouterr()
+    assert main(["decode", str(tmp_path / "bad.npy"), "--checkpoint", str(models / "tok"), "--out",
+                 str(tmp_path / "bad")]) == 2
+    assert "outside the codebook" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_stale_temporaries_of_a_killed_run_are_removed_and_only_those(tmp_path):
+    from titok.evalset import Layout, _remove_stale_temporaries
+
+    for name in ("shards/.shard_00001.npz.0a1b2c3d.tmp", "samples/.000001_c0001.png.deadbeef.tmp",
+                 ".samples.npz.01234567.tmp", ".notes.txt.01234567.tmp", "keep.tmp"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("x")
+    _remove_stale_temporaries(Layout(tmp_path, EvalPlan((0,), 1, 1), 10))
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [".notes.txt.01234567.tmp", "keep.tmp"]

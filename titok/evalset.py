@@ -1,0 +1,1009 @@
+"""Sampling at scale: class-conditional evaluation sets (50,000 ImageNet samples for FID), and `titok decode`.
+
+`titok sample` generates `len(classes) x num_per_class` samples into a folder, in shards that are
+written atomically, resumable after any crash, spread over any number of processes and machines
+launched by `torchrun`, and assembles at the end the `.npz` the ADM/guided-diffusion evaluation suite
+reads (`arr_0`: uint8 N x H x W x 3, plus `labels`). The logic lives here; `titok/cli.py` only
+registers the two commands (`add_sample_parser`, `add_decode_parser`).
+
+Output folder (OUT):
+
+    manifest.json       the settings of the run (model identity, sampler, classes, N, seed, mode, dtype,
+                        device type, noise scheme, shard and decode sizes); a restart must match it
+    samples/            one PNG per sample, named by index and class: 000123_c0123.png (--no-png: none)
+    shards/             shard_00012.npz: images, labels, tokens of samples [12*S, 13*S) (the resume state;
+                        removed once samples.npz is written unless --keep-shards)
+    samples.npz         arr_0 uint8 (N, H, W, 3), labels int64 (N,): the evaluation suite's sample batch
+    tokens.npy          (N, K) int64 token ids (`titok decode OUT/tokens.npy` turns them back into images)
+    summary.json        samples, wall time, samples/s (aggregate and per device), settings, one entry per run
+
+Sample i has class `classes[i % len(classes)]` (the official script's order: every prefix of the set
+is class-balanced). Shard j holds samples [j*S, (j+1)*S) (S = --shard-size); pending shards are dealt
+to the ranks round-robin; batches start at the shard's start, so a sample is computed in the same
+batch shape and position whatever the number of processes and however often the run was resumed.
+
+Randomness: sample i's uniforms depend on (seed, i) only (the counter-based scheme below, passed to
+`Pipeline.generate_tokens(noise=...)`), never on the batch, the rank or the run. Decoding runs in
+chunks of exactly --decode-batch-size rows (the last one padded): the CPU's convolution algorithm
+choice depends on the batch size and the thread count (measured: up to 15/255 in bf16), a fixed
+chunk removes that.
+
+Noise scheme (counter-based, version 1): sample i's uniforms at step s are
+`splitmix64(key + c * GAMMA) >> 40` scaled to [0, 1) (24 bits, exact in fp32) for the counters
+c = (i << 32) | (s << 22) | (which << 21) | j, which = 0 for the (K, V) sampling noise (j = k * V + v)
+and 1 for the (K,) confidence noise (j = k), key = splitmix64(splitmix64(seed)). These are the
+splitmix64 stream of `key` at positions c: every (sample, step, element) gets its own position, so
+streams never overlap; any step's noise is computed on its own (no state); the integer arithmetic is
+exact on every device, so the uniforms are bit-identical on CPU and CUDA.
+
+Test hook: TITOK_SAMPLE_TEST_EXIT="RANK:N" makes that rank exit (status 3, as a crash) right after
+writing its N-th shard.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from titok.errors import TiTokInputError
+
+NOISE_SCHEME = "splitmix64-counter-v1"
+FORMAT = "titok-sample/1"
+_MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+MAX_INDEX = 1 << 31           # sample indices below 2^31
+MAX_STEPS = 1 << 10           # the step field of the counter: 10 bits
+MAX_ELEMENTS = 1 << 21        # K * V below 2^21 (S-128: 128 x 4096 = 2^19)
+DEFAULT_DECODE_BATCH = 16     # >= 16 rows: PyTorch's CPU 1x1 convolutions take the same (oneDNN) path on 1 thread
+DEFAULT_SHARD = 250
+TEST_EXIT_ENV = "TITOK_SAMPLE_TEST_EXIT"
+
+
+# ---- the noise -----------------------------------------------------------------------------------------
+
+def _signed(x: int) -> int:
+    """A 64-bit pattern as the int64 value with the same bits."""
+    x &= _MASK64
+    return x - (1 << 64) if x >> 63 else x
+
+
+def splitmix64(z: int) -> int:
+    """The splitmix64 output function (a bijection of 64-bit integers), on a Python int."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def noise_key(seed: int) -> int:
+    """The 64-bit key of a run's noise."""
+    return splitmix64(splitmix64(int(seed) & _MASK64))
+
+
+def noise_counter(index: int, step: int, which: int, element: int) -> int:
+    """The stream position of one uniform: sample `index`, step, which (0 sample noise, 1 confidence), element."""
+    return (index << 32) | (step << 22) | (which << 21) | element
+
+
+def uniform_at(seed: int, counter: int) -> float:
+    """One uniform of the scheme, in pure Python: the definition the tensor code is tested against."""
+    return (splitmix64(noise_key(seed) + counter * _GAMMA) >> 40) * 2.0 ** -24
+
+
+def _uniforms(counters, key: int):
+    """int64 counters (a fresh tensor: modified in place) -> float32 uniforms in [0, 1).
+
+    int64 products wrap modulo 2^64 on CPU and CUDA alike; `>>` is arithmetic on int64, so each
+    logical shift masks the sign-extended bits away."""
+    import torch
+
+    z = counters.mul_(_signed(_GAMMA)).add_(_signed(key))
+    t = torch.empty_like(z)
+    for shift, mult in ((30, _MIX1), (27, _MIX2)):
+        torch.bitwise_right_shift(z, shift, out=t)
+        z.bitwise_xor_(t.bitwise_and_((1 << (64 - shift)) - 1)).mul_(_signed(mult))
+    torch.bitwise_right_shift(z, 31, out=t)
+    z.bitwise_xor_(t.bitwise_and_((1 << 33) - 1))
+    del t
+    z.bitwise_right_shift_(40).bitwise_and_((1 << 24) - 1)
+    return z.to(torch.float32).mul_(2.0 ** -24)
+
+
+def _check_indices(idx, seq_len: int, vocab: int) -> None:
+    if idx.dim() != 1:
+        raise ValueError(f"indices must be 1-D, got shape {tuple(idx.shape)}")
+    if idx.numel():
+        lo, hi = (int(v) for v in _minmax(idx))
+        if lo < 0 or hi >= MAX_INDEX:
+            raise ValueError(f"sample indices must lie in [0, 2^31), got {lo}..{hi}")
+    if seq_len * vocab >= MAX_ELEMENTS:
+        raise ValueError(f"K x V = {seq_len} x {vocab} is too large for the noise counters (< 2^21)")
+
+
+def _minmax(t):
+    import torch
+
+    return torch.stack([t.min(), t.max()]).tolist()  # one device-to-host copy
+
+
+def step_noise(seed: int, indices, step: int, seq_len: int, vocab: int, device=None, *, checked: bool = False):
+    """(u_sample (B, K, V), u_conf (B, K)) fp32 uniforms of sampling step `step` for the samples `indices`
+    (on the indices' device, or `device`)."""
+    import torch
+
+    idx = torch.as_tensor(indices, dtype=torch.int64, device=device)
+    if not checked:
+        _check_indices(idx, seq_len, vocab)
+    if not 0 <= step < MAX_STEPS:
+        raise ValueError(f"step must lie in [0, {MAX_STEPS}), got {step}")
+    key = noise_key(seed)
+    base = (idx << 32) | (step << 22)
+    arange = torch.arange(seq_len * vocab, device=idx.device, dtype=torch.int64)
+    u_sample = _uniforms(base[:, None] + arange, key).view(-1, seq_len, vocab)
+    u_conf = _uniforms((base | (1 << 21))[:, None] + arange[:seq_len], key)
+    return u_sample, u_conf
+
+
+class SampleNoise(Sequence):
+    """The `noise` argument of `Pipeline.generate_tokens` for a batch of sample indices: one
+    (u_sample (B, K, V), u_conf (B, K)) pair per step, computed when asked for, on the indices'
+    device (memory: one step's worth, whatever the number of steps). `Pipeline` checks the shapes
+    by iterating once, so each step's noise is computed twice (cheap next to a generator forward)."""
+
+    def __init__(self, seed: int, indices, num_steps: int, seq_len: int, vocab: int, device=None):
+        import torch
+
+        self.seed, self.num_steps, self.seq_len, self.vocab = int(seed), int(num_steps), seq_len, vocab
+        self.indices = torch.as_tensor(indices, dtype=torch.int64, device=device)
+        _check_indices(self.indices, seq_len, vocab)  # once (one host sync per batch on CUDA), not per step
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def __getitem__(self, step):
+        if isinstance(step, slice):
+            return [self[s] for s in range(*step.indices(self.num_steps))]
+        if step < 0:
+            step += self.num_steps
+        if not 0 <= step < self.num_steps:
+            raise IndexError(f"step {step} out of range for {self.num_steps} steps")
+        return step_noise(self.seed, self.indices, step, self.seq_len, self.vocab, checked=True)
+
+
+# ---- the plan: which sample has which class, which shard holds it -------------------------------------
+
+def parse_classes(items: list[str], num_classes: int) -> list[int]:
+    """`all`, ids and ranges (`0-99`), separated by spaces or commas -> class ids (in the order given)."""
+    out: list[int] = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if part.lower() == "all":
+                out.extend(range(num_classes))
+                continue
+            lo, sep, hi = part.partition("-")
+            try:
+                a, b = (int(lo), int(hi)) if sep else (int(part), int(part))
+            except ValueError:
+                raise TiTokInputError(f"--classes {part[:40]!r}: give all, class ids (7) or ranges (0-99)") from None
+            if a > b:
+                raise TiTokInputError(f"--classes {part}: empty range")
+            if a < 0 or b >= num_classes:
+                raise TiTokInputError(f"--classes {part}: class id {a if a < 0 else b} is outside "
+                                      f"0..{num_classes - 1}")
+            out.extend(range(a, b + 1))
+    if not out:
+        raise TiTokInputError("--classes: no class given")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalPlan:
+    """N = len(classes) x num_per_class samples; sample i has class classes[i % len(classes)]; shard j
+    holds samples [j * shard_size, (j + 1) * shard_size)."""
+
+    classes: tuple[int, ...]
+    num_per_class: int
+    shard_size: int
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.classes) * self.num_per_class
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_samples // self.shard_size)
+
+    def shard_range(self, j: int) -> tuple[int, int]:
+        return j * self.shard_size, min((j + 1) * self.shard_size, self.num_samples)
+
+    def labels(self, start: int = 0, stop: int | None = None):
+        import numpy as np
+
+        stop = self.num_samples if stop is None else stop
+        return np.asarray(self.classes, dtype=np.int64)[np.arange(start, stop) % len(self.classes)]
+
+
+class Layout:
+    """The file names in the output folder."""
+
+    def __init__(self, out: Path, plan: EvalPlan, num_classes: int):
+        self.out, self.plan = Path(out), plan
+        self.manifest, self.npz = self.out / "manifest.json", self.out / "samples.npz"
+        self.tokens, self.summary = self.out / "tokens.npy", self.out / "summary.json"
+        self.samples, self.shards = self.out / "samples", self.out / "shards"
+        self._iw = max(6, len(str(max(plan.num_samples - 1, 0))))
+        self._cw = max(4, len(str(num_classes - 1)))
+        self._sw = max(5, len(str(max(plan.num_shards - 1, 0))))
+
+    def png(self, index: int, label: int) -> Path:
+        return self.samples / f"{index:0{self._iw}d}_c{label:0{self._cw}d}.png"
+
+    def shard(self, j: int) -> Path:
+        return self.shards / f"shard_{j:0{self._sw}d}.npz"
+
+    def done_shards(self) -> set[int]:
+        return {j for j in range(self.plan.num_shards) if self.shard(j).is_file()}
+
+
+# ---- processes -----------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class DistContext:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    initialized: bool = False
+    store: object = None
+    key: str = ""
+
+    def broadcast(self, obj):
+        """Rank 0's `obj` on every rank (a no-op in one process)."""
+        if self.world_size == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def add_done(self, n: int) -> int | None:
+        """Add n to the job's count of samples made in this run; the count (None without a store)."""
+        if self.store is None:
+            return None
+        try:
+            return int(self.store.add(self.key, int(n)))
+        except Exception:  # noqa: BLE001 - progress is best effort; the shard files are the truth
+            self.store = None
+            return None
+
+    def close(self) -> None:
+        if self.initialized:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.initialized = False
+
+
+def init_distributed(device_arg: str) -> tuple[DistContext, object]:
+    """(context, device). Under torchrun (WORLD_SIZE > 1 in the environment) each process joins the job:
+    NCCL for CUDA tensors and gloo for CPU ones (only small control messages cross processes: the
+    images go through the shared output folder); each process takes cuda:LOCAL_RANK."""
+    import torch
+
+    from titok.cli import _device
+
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return DistContext(), _device(device_arg)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_arg in ("auto", "cuda") and torch.cuda.is_available():
+        if local >= torch.cuda.device_count():
+            raise TiTokInputError(f"LOCAL_RANK {local} but this machine has {torch.cuda.device_count()} CUDA "
+                                  "GPU(s): start at most that many processes per node (--nproc_per_node)")
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    elif device_arg.startswith("cuda:"):
+        raise TiTokInputError(f"--device {device_arg}: under torchrun each process takes cuda:LOCAL_RANK; "
+                              "give --device cuda or auto")
+    else:
+        device = _device(device_arg)
+    import datetime
+
+    import torch.distributed as dist
+
+    backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
+    ctx = DistContext(rank=rank, world_size=world, local_rank=local, initialized=True)
+    try:
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        ctx.store = _get_default_store()
+        ctx.key = f"titok_sample/{os.environ.get('TORCHELASTIC_RUN_ID', '')}/" \
+                  f"{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/done"
+    except Exception:  # noqa: BLE001 - no store: rank 0 counts shard files instead
+        ctx.store = None
+    return ctx, device
+
+
+# ---- settings, manifest ----------------------------------------------------------------------------------
+
+def weights_digest(*modules) -> str:
+    """sha256 over the modules' state dicts (names, dtypes, shapes, bytes): the identity of the weights."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for m in modules:
+        for name, t in sorted(m.state_dict().items()):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def settings_differences(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    diffs = []
+    for k in sorted(set(a) | set(b)):
+        if a.get(k, "<unset>") != b.get(k, "<unset>"):
+            show = [json.dumps(x.get(k, "<unset>"))[:60] for x in (a, b)]
+            diffs.append(f"{k} {show[0]} there, {show[1]} now")
+    return diffs
+
+
+def prepare_output(layout: Layout, settings: dict, sources: dict | None = None) -> tuple[str, str]:
+    """Rank 0, before any work: ("new" | "resume" | "complete" | "error", message). A new folder gets
+    manifest.json: `settings` (compared on every restart: the model by its configs and weights digest)
+    and `sources` (where the weights came from; recorded, not compared)."""
+    from titok.images import save_json
+
+    out = layout.out
+    settings = json.loads(json.dumps(settings))  # as it reads back from the file (tuples become lists)
+    if out.exists() and not out.is_dir():
+        return "error", f"--out {out} is a file; give a folder (it is created if missing)"
+    if layout.manifest.is_file():
+        try:
+            old = json.loads(layout.manifest.read_text())
+            old_settings = old["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return "error", f"{layout.manifest} is unreadable ({type(exc).__name__}); use another --out"
+        diffs = settings_differences(old_settings, settings)
+        if diffs:
+            more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+            return "error", (f"{out} holds a run with other settings: {'; '.join(diffs[:3])}{more}. Run the same "
+                             "command to resume it, or give another --out")
+        return ("complete" if layout.npz.is_file() else "resume"), ""
+    if layout.npz.exists() or layout.shards.exists():
+        return "error", f"{out} holds samples.npz or shards/ but no manifest.json: not a titok sample folder; " \
+                        "give another --out"
+    try:
+        import torch
+
+        save_json(layout.manifest, {"format": FORMAT, "settings": settings, "sources": sources or {},
+                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                    "environment": {"torch": torch.__version__, "python": sys.version.split()[0]}})
+    except OSError as exc:
+        return "error", f"--out {out}: cannot write there ({exc.strerror or type(exc).__name__})"
+    return "new", ""
+
+
+def _remove_stale_temporaries(layout: Layout) -> None:
+    """Temporary files a killed run left: `.NAME.XXXXXXXX.tmp` (titok.images' temporary names) in shards/ and
+    samples/, and in OUT for the names this command writes there."""
+    import re
+
+    pattern = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp$")
+    ours = {p.name for p in (layout.manifest, layout.npz, layout.tokens, layout.summary)}
+    for folder in (layout.out, layout.shards, layout.samples):
+        if not folder.is_dir():
+            continue
+        for p in folder.iterdir():
+            m = pattern.match(p.name)
+            if m and (folder != layout.out or m.group(1) in ours) and p.is_file():
+                try:
+                    p.unlink()
+                except OSError:
+                    pass
+
+
+# ---- generation ---------------------------------------------------------------------------------------------
+
+def decode_fixed(pipe, tokens, rows: int, check=None):
+    """Token ids (n, K) -> uint8 images (n, H, W, 3), decoded in chunks of exactly `rows` (the last one padded
+    with copies of its last row), so that an image never depends on how many were decoded together."""
+    import numpy as np
+    import torch
+
+    from titok.images import to_uint8
+
+    out = []
+    for c in range(0, tokens.shape[0], rows):
+        chunk = tokens[c:c + rows]
+        n = chunk.shape[0]
+        if n < rows:
+            chunk = torch.cat([chunk, chunk[-1:].expand(rows - n, *chunk.shape[1:])])
+        images = pipe.decode_tokens(chunk)[:n]
+        if check is not None:
+            check(images)
+        out.append(to_uint8(images))
+    return np.concatenate(out)
+
+
+def generate_shard(pipe, plan: EvalPlan, seed: int, j: int, *, batch_size: int, decode_batch: int,
+                   on_done=None, write_png=None, check=None):
+    """Shard j's (images uint8 (n, H, W, 3), labels (n,), tokens (n, K)). Tokens are generated in batches of
+    `batch_size` from the shard's start; images are decoded in chunks of exactly `decode_batch` rows from the
+    shard's start (the shard's last chunk padded). `write_png(index, label, image)` is called per sample and
+    `on_done(n)` after each decoded chunk."""
+    import numpy as np
+    import torch
+
+    start, stop = plan.shard_range(j)
+    n = stop - start
+    labels = plan.labels(start, stop)
+    cfg = pipe.generator.cfg
+    tokens = torch.empty((n, cfg.image_seq_len), dtype=torch.long, device=pipe.device)
+    images = None
+    decoded = 0
+    for b in range(0, n, batch_size):
+        e = min(b + batch_size, n)
+        idx = torch.arange(start + b, start + e, device=pipe.device)
+        cls = torch.as_tensor(labels[b:e], device=pipe.device)
+        noise = SampleNoise(seed, idx, len(pipe.scheduler), cfg.image_seq_len, cfg.codebook_size)
+        tokens[b:e] = pipe.generate_tokens(cls, noise=noise)
+        while e - decoded >= decode_batch or (e == n and decoded < n):
+            d = min(decoded + decode_batch, n)
+            pix = decode_fixed(pipe, tokens[decoded:d], decode_batch, check)
+            if images is None:
+                images = np.empty((n, *pix.shape[1:]), dtype=np.uint8)
+            images[decoded:d] = pix
+            if write_png is not None:
+                for r in range(d - decoded):
+                    write_png(start + decoded + r, int(labels[decoded + r]), pix[r])
+            if on_done is not None:
+                on_done(d - decoded)
+            decoded = d
+    return images, labels, tokens.cpu().numpy()
+
+
+def _save_shard(path: Path, images, labels, tokens, start: int) -> None:
+    import numpy as np
+
+    from titok.images import _atomic_write
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, images=images, labels=labels, tokens=tokens, start=np.int64(start))
+    _atomic_write(path, write)
+
+
+# ---- the final archive ------------------------------------------------------------------------------------
+
+def write_npz_streaming(path: Path, arrays: list[tuple[str, object, tuple, object]]) -> None:
+    """Write an uncompressed .npz whose arrays come in pieces: [(name, dtype, shape, iterable of C-ordered
+    pieces)], without holding any array whole. Entries carry a fixed timestamp, so the same arrays give
+    the same bytes. np.load and the evaluation suite's streaming reader read it as any np.savez file."""
+    import zipfile
+
+    import numpy as np
+
+    from titok.images import _atomic_write
+
+    def write(tmp):
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, dtype, shape, pieces in arrays:
+                dtype = np.dtype(dtype)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                expected = int(np.prod(shape)) * dtype.itemsize
+                written = 0
+                with zf.open(info, "w", force_zip64=True) as f:
+                    np.lib.format.write_array_header_1_0(
+                        f, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                            "shape": tuple(int(s) for s in shape)})
+                    for piece in pieces:
+                        piece = np.ascontiguousarray(piece, dtype=dtype)
+                        f.write(piece.data)
+                        written += piece.nbytes
+                if written != expected:
+                    raise RuntimeError(f"{name}: wrote {written} bytes, expected {expected}")
+    _atomic_write(Path(path), write)
+
+
+def assemble(layout: Layout, *, image_shape: tuple, seq_len: int, write_png=None) -> dict:
+    """Rank 0, once every shard exists: samples.npz (streamed shard by shard) and tokens.npy; PNGs missing
+    from samples/ are written from the shards (`write_png`). Returns what was written."""
+    import numpy as np
+
+    from titok.images import save_npy
+
+    plan = layout.plan
+    n = plan.num_samples
+    labels = plan.labels()
+    tokens = np.empty((n, seq_len), dtype=np.int64)
+
+    def pieces():
+        for j in range(plan.num_shards):
+            start, stop = plan.shard_range(j)
+            try:
+                with np.load(layout.shard(j)) as z:
+                    images, lab, tok = z["images"], z["labels"], z["tokens"]
+            except (OSError, ValueError, KeyError) as exc:
+                raise TiTokInputError(f"{layout.shard(j)} is unreadable ({type(exc).__name__}); delete it and run "
+                                      "the same command again to remake it") from None
+            if images.shape != (stop - start, *image_shape) or not np.array_equal(lab, labels[start:stop]):
+                raise TiTokInputError(f"{layout.shard(j)} does not hold samples {start}..{stop - 1} of this run; "
+                                      "delete it and run the same command again to remake it")
+            tokens[start:stop] = tok
+            if write_png is not None:
+                for r in range(stop - start):
+                    if not layout.png(start + r, int(lab[r])).is_file():
+                        write_png(start + r, int(lab[r]), images[r])
+            yield images
+
+    write_npz_streaming(layout.npz, [("arr_0", np.uint8, (n, *image_shape), pieces()),
+                                     ("labels", np.int64, (n,), [labels])])
+    save_npy(layout.tokens, tokens)
+    return {"npz": str(layout.npz), "tokens": str(layout.tokens)}
+
+
+def read_npz_header(path: Path, name: str = "arr_0") -> tuple[tuple, object]:
+    """(shape, dtype) of one array of an .npz, read from its header only (as the evaluation suite does)."""
+    import zipfile
+
+    import numpy as np
+
+    with zipfile.ZipFile(path) as zf, zf.open(f"{name}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(f))
+    return shape, dtype
+
+
+# ---- progress ----------------------------------------------------------------------------------------------
+
+class Reporter:
+    """Rank 0's progress: a bar with the job's aggregate samples/s and ETA on a terminal, a line every 30 s
+    otherwise; other ranks say nothing."""
+
+    def __init__(self, ctx: DistContext, total: int, done_before: int, console):
+        self.ctx, self.total, self.before = ctx, total, done_before
+        self.own = 0                 # samples this process made
+        self.job = 0                 # samples the job made in this run (the store's count, or shard files)
+        self.t0 = time.perf_counter()
+        self.progress = self.task = None
+        self.last_line = self.t0
+        self.finished = False
+        self.console = console
+        if ctx.rank == 0 and console is not None and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.progress = Progress(TextColumn("sampling"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+                                     TextColumn("ETA {task.fields[eta]}"), console=console, transient=False)
+            self.task = self.progress.add_task("sampling", total=total, completed=done_before, rate="", eta="-")
+            self.progress.start()
+
+    def rate(self) -> float:
+        dt = time.perf_counter() - self.t0
+        return self.job / dt if dt > 0 else 0.0
+
+    def advance(self, n: int) -> None:
+        self.own += n
+        count = self.ctx.add_done(n)
+        self.refresh(count if count is not None else None)
+
+    def refresh(self, job_count: int | None = None, shard_count: int | None = None) -> None:
+        if self.ctx.rank != 0:
+            return
+        if job_count is not None:
+            self.job = max(self.job, job_count)
+        elif shard_count is not None:
+            self.job = max(self.job, shard_count, self.own)
+        else:
+            self.job = max(self.job, self.own)
+        done, rate = self.before + self.job, self.rate()
+        eta = _duration((self.total - done) / rate) if rate > 0 else "-"
+        if self.progress is not None:
+            self.progress.update(self.task, completed=done, rate=f"{rate:.3g} samples/s", eta=eta)
+        elif time.perf_counter() - self.last_line >= 30 or (done >= self.total and not self.finished):
+            self.last_line = time.perf_counter()
+            self.finished = done >= self.total
+            print(f"titok sample: {done}/{self.total} samples ({100 * done / max(self.total, 1):.0f}%), "
+                  f"{rate:.3g} samples/s, ETA {eta}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _test_exit_after() -> tuple[int, int] | None:
+    value = os.environ.get(TEST_EXIT_ENV, "")
+    if not value:
+        return None
+    rank, _, count = value.partition(":")
+    return int(rank), int(count or 1)
+
+
+# ---- `titok sample` -------------------------------------------------------------------------------------------
+
+def run_sample(args) -> int:
+    """The `titok sample` command (see the module docstring)."""
+    import signal
+
+    ctx = None
+    previous = None
+    try:
+        if _is_main_thread():
+            def on_term(signum, frame):  # torchrun stops the other ranks with SIGTERM: clean up, then exit
+                raise SystemExit(128 + signum)
+            previous = signal.signal(signal.SIGTERM, on_term)
+        ctx, device = init_distributed(args.device)
+        return _sample(args, ctx, device)
+    except TiTokInputError:
+        if ctx is not None and ctx.rank != 0:
+            raise SystemExit(2)  # rank 0 says it; the others exit quietly
+        raise
+    except KeyboardInterrupt:
+        if ctx is not None and ctx.rank != 0:
+            raise SystemExit(130)
+        print("titok: interrupted; the finished shards are kept: run the same command to resume", file=sys.stderr)
+        return 130
+    finally:
+        if ctx is not None:
+            ctx.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _sample(args, ctx: DistContext, device) -> int:
+    import dataclasses as dc
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from titok.cli import _check_finite, _console, _load_tokenizer, _pipeline
+    from titok.images import save_json, save_png
+    from titok.loading import load_generator
+
+    t_start = time.perf_counter()
+    if ctx.rank != 0:
+        warnings.simplefilter("ignore")  # one voice: rank 0's
+    if args.generator is None and not args.random_weights:
+        raise TiTokInputError("give a generator checkpoint (--generator), or --random-weights")
+    tok = _load_tokenizer(args, device)
+    gen = load_generator(args.generator, args.model, random_weights=args.random_weights and args.generator is None,
+                         device=device)
+    overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("randomize_temperature",
+                 args.temperature), ("num_steps", args.steps)) if v is not None}
+    classes = parse_classes(args.classes, gen.cfg.num_classes)
+    plan = EvalPlan(tuple(classes), args.num_per_class, args.shard_size)
+    if plan.num_samples >= MAX_INDEX:
+        raise TiTokInputError(f"{plan.num_samples} samples: at most {MAX_INDEX - 1} per run")
+    if gen.cfg.image_seq_len * gen.cfg.codebook_size >= MAX_ELEMENTS:
+        raise TiTokInputError("this generator's K x V is too large for the sampling noise counters")
+    pipe = _pipeline(args, tok, gen, dc.replace(gen.cfg.sampler, **overrides))
+    if len(pipe.scheduler) >= MAX_STEPS:
+        raise TiTokInputError(f"--steps: at most {MAX_STEPS - 1} for titok sample")
+    batch_size = args.batch_size or (64 if device.type == "cuda" else 8)
+    layout = Layout(Path(args.out), plan, gen.cfg.num_classes)
+
+    # Rank 0 checks the folder against the settings; everyone learns the verdict and the work left.
+    verdict = None
+    if ctx.rank == 0:
+        settings = {
+            "model": {"tokenizer_config": dc.asdict(tok.cfg), "generator_config": dc.asdict(gen.cfg),
+                      "weights_sha256": weights_digest(tok, gen)},
+            "sampler": dc.asdict(pipe.sampler),
+            "classes": _compact_ranges(classes), "num_per_class": plan.num_per_class,
+            "num_samples": plan.num_samples, "order": "sample i has class classes[i % len(classes)]",
+            "seed": args.seed, "noise": NOISE_SCHEME, "mode": pipe.mode,
+            "dtype": str(pipe.dtype).replace("torch.", ""), "device_type": device.type,
+            "decode_batch_size": args.decode_batch_size, "shard_size": plan.shard_size,
+            "image_size": tok.image_size, "png": not args.no_png,
+        }
+        sources = {"tokenizer": getattr(args, "tokenizer", None), "generator": args.generator,
+                   "variant": args.model, "random_weights": bool(args.random_weights)}
+        status, message = prepare_output(layout, settings, sources)
+        pending = []
+        if status in ("new", "resume"):
+            _remove_stale_temporaries(layout)
+            done = layout.done_shards()
+            pending = [j for j in range(plan.num_shards) if j not in done]
+        verdict = (status, message, pending, settings)
+    status, message, pending, settings = ctx.broadcast(verdict)
+    if status == "error":
+        raise TiTokInputError(message)
+    console = _console(stderr=True) if ctx.rank == 0 else None
+    if status == "complete":
+        if ctx.rank == 0:
+            print(f"titok sample: {layout.out} is complete ({plan.num_samples} samples in {layout.npz}); nothing "
+                  "to do", file=sys.stderr)
+        return 0
+
+    done_before = plan.num_samples - sum(plan.shard_range(j)[1] - plan.shard_range(j)[0] for j in pending)
+    mine = pending[ctx.rank::ctx.world_size]
+    exit_after = _test_exit_after()
+    check = (lambda x: _check_finite(x, "pixels", args))
+    reporter = Reporter(ctx, plan.num_samples, done_before, console)
+    t_gen = time.perf_counter()
+    # PNG encoding overlaps the generation; on a CPU device it competes with it for the cores: one thread.
+    pool = ThreadPoolExecutor(max_workers=4 if device.type == "cuda" else 1) if not args.no_png else None
+    try:
+        futures = []
+
+        def write_png(index, label, image):
+            futures.append(pool.submit(save_png, layout.png(index, label), image.copy()))
+
+        with torch.no_grad():
+            for count, j in enumerate(mine, 1):
+                images, labels, tokens = generate_shard(
+                    pipe, plan, args.seed, j, batch_size=batch_size, decode_batch=args.decode_batch_size,
+                    on_done=reporter.advance, write_png=write_png if pool else None, check=check)
+                for f in futures:
+                    f.result()
+                futures.clear()
+                _save_shard(layout.shard(j), images, labels, tokens, plan.shard_range(j)[0])
+                if exit_after is not None and exit_after == (ctx.rank, count):
+                    os._exit(3)  # the test hook: a crash right after a shard
+        if ctx.rank != 0:
+            return 0
+        # Rank 0 waits for every shard (the other ranks may still work), showing the job's progress.
+        for poll in range(10**12):
+            remaining = [j for j in pending if not layout.shard(j).is_file()]
+            if not remaining:
+                break
+            count = ctx.add_done(0)
+            reporter.refresh(count, shard_count=sum(plan.shard_range(j)[1] - plan.shard_range(j)[0]
+                                                    for j in pending if j not in remaining))
+            time.sleep(0.02 if poll < 100 else 0.5)
+        reporter.refresh(plan.num_samples - done_before)
+        t_assemble = time.perf_counter()
+        written = assemble(layout, image_shape=(tok.image_size, tok.image_size, 3), seq_len=gen.cfg.image_seq_len,
+                           write_png=(lambda i, c, im: save_png(layout.png(i, c), im)) if pool else None)
+    finally:
+        reporter.close()
+        if pool is not None:
+            pool.shutdown(wait=True)
+    t_end = time.perf_counter()
+    made = plan.num_samples - done_before
+    gen_time = t_assemble - t_gen
+    run = {
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "samples_made": made, "samples_before": done_before,
+        "world_size": ctx.world_size, "batch_size": batch_size, "threads_per_process": torch.get_num_threads(),
+        "device": _device_name(device), "wall_time_s": round(t_end - t_start, 3),
+        "generation_time_s": round(gen_time, 3), "assembly_time_s": round(t_end - t_assemble, 3),
+        "samples_per_s": round(made / gen_time, 4) if gen_time > 0 else None,
+        "samples_per_s_per_device": round(made / gen_time / ctx.world_size, 4) if gen_time > 0 else None,
+    }
+    previous_runs = []
+    if layout.summary.is_file():
+        try:
+            previous_runs = json.loads(layout.summary.read_text()).get("runs", [])
+        except (OSError, ValueError, AttributeError):
+            previous_runs = []
+    save_json(layout.summary, {"samples": plan.num_samples, **written, "last_run": run,
+                               "runs": previous_runs + [run], "settings": settings})
+    if not args.keep_shards:
+        import shutil
+
+        shutil.rmtree(layout.shards, ignore_errors=True)
+    shape, _ = read_npz_header(layout.npz)
+    rate = f"{run['samples_per_s']:.3g} samples/s ({run['samples_per_s_per_device']:.3g} per device x " \
+           f"{ctx.world_size})" if run["samples_per_s"] else "no new samples"
+    _console().print(f"{plan.num_samples} samples ({len(classes)} classes x {plan.num_per_class}, seed {args.seed}, "
+                     f"{pipe.mode} {settings['dtype']}, {len(pipe.scheduler)} steps) -> {layout.npz} {shape} uint8\n"
+                     f"{made} made in this run: {rate}; summary in {layout.summary}", markup=False, soft_wrap=True)
+    return 0
+
+
+def _compact_ranges(ids: list[int]) -> list:
+    """[0, 1, 2, 7] -> ["0-2", 7] (the manifest stays short for 1000 classes); order kept."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(f"{ids[i]}-{ids[j]}" if j > i else ids[i])
+        i = j + 1
+    return out
+
+
+def _device_name(device) -> str:
+    import platform
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+# ---- `titok decode` -------------------------------------------------------------------------------------------
+
+def run_decode(args) -> int:
+    """The `titok decode` command: token ids (.npy, as `titok tokenize` or `titok sample` write them) -> PNGs."""
+    import numpy as np
+    import torch
+
+    from titok.cli import _check_finite, _console, _device, _load_tokenizer, _pipeline, _progress
+    from titok.images import OutputFiles
+
+    path = Path(args.tokens)
+    if not path.is_file():
+        raise TiTokInputError(f"tokens file not found: {path}")
+    try:
+        tokens = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise TiTokInputError(f"{path} is not a NumPy .npy array ({' '.join(str(exc).split())[:100]})") from None
+    if tokens.ndim < 2 or tokens.shape[0] == 0:
+        raise TiTokInputError(f"{path}: expected tokens (N, K) (or (N, C, 1, K) VAE tokens), got shape "
+                              f"{tokens.shape}")
+    names = _decode_names(path, tokens.shape[0])
+    outputs = OutputFiles(overwrite=args.overwrite, inputs=[path])
+    out = outputs.check_folder(args.out)
+    targets = [out / n for n in names]
+    for t in targets:
+        outputs.check_file(t, flag="output")
+    device = _device(args.device)
+    with outputs, _progress() as progress, torch.no_grad():
+        tok = _load_tokenizer(args, device)
+        pipe = _pipeline(args, tok)
+        task = progress.add_task("decoding", total=len(targets))
+        for c in range(0, len(targets), args.batch_size):
+            chunk = np.asarray(tokens[c:c + args.batch_size])
+            t = torch.from_numpy(chunk.astype(np.int64) if chunk.dtype.kind in "iu" else chunk.astype(np.float32))
+            images = decode_fixed(pipe, pipe.decoder.check_tokens(t.to(device)), args.batch_size,
+                                  check=lambda x: _check_finite(x, "pixels", args))
+            for target, image in zip(targets[c:c + args.batch_size], images):
+                outputs.stage_png(target, image)
+            progress.advance(task, chunk.shape[0])
+        outputs.commit()
+    _console().print(f"{len(targets)} token sequences ({path}) -> {len(targets)} PNGs in {out} ({pipe.mode} "
+                     f"{str(pipe.dtype).replace('torch.', '')}, batches of {args.batch_size})", markup=False)
+    return 0
+
+
+def _decode_names(path: Path, n: int) -> list[str]:
+    """000000.png ...; with `titok tokenize`'s <tokens>.files.json beside the array: 000000_<image name>.png."""
+    width = max(6, len(str(n - 1)))
+    stems = None
+    listing = path.with_suffix(".files.json")
+    if listing.is_file():
+        try:
+            files = json.loads(listing.read_text()).get("files")
+            if isinstance(files, list) and len(files) == n:
+                stems = [Path(str(f)).stem for f in files]
+        except (OSError, ValueError, AttributeError):
+            stems = None
+    return [f"{i:0{width}d}_{stems[i]}.png" if stems else f"{i:0{width}d}.png" for i in range(n)]
+
+
+# ---- the command lines ----------------------------------------------------------------------------------------
+
+def _model_flags(p, models: list[str], tokenizer_flag: str) -> None:
+    from titok.cli import DTYPES, MODES
+
+    p.add_argument("--model", choices=models, metavar="MODEL",
+                   help=f"variant name: {', '.join(models)}. Needed with --random-weights or a bare weights file "
+                        "that matches no released variant; a folder's config.json names its own model")
+    if tokenizer_flag == "checkpoint":
+        p.add_argument("--checkpoint", "--tokenizer", dest="checkpoint", metavar="SRC",
+                       help="tokenizer weights: an official HF folder (config.json + model.safetensors), a "
+                            ".safetensors/.bin file, or a HF repo id in the local cache")
+    else:
+        p.add_argument("--tokenizer", metavar="SRC", help="tokenizer weights (folder, file or cached repo id)")
+        p.add_argument("--generator", metavar="SRC", help="generator weights (folder, file or cached repo id)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the models with random weights (for speed tests; outputs are meaningless)")
+    p.add_argument("--device", default="auto",
+                   help="cpu, cuda, cuda:N or auto (default: auto; under torchrun each process takes "
+                        "cuda:LOCAL_RANK)")
+    p.add_argument("--mode", choices=MODES, default="fast",
+                   help="runtime (default: fast): reference (the official computation, eager), compile "
+                        "(torch.compile of it) or fast (fused kernels, batched guidance, prefix precompute)")
+    p.add_argument("--dtype", choices=DTYPES,
+                   help="model precision (default: the pipeline's: bfloat16 for fast on CUDA and on CPUs with "
+                        "bf16 matrix units, float32 otherwise; the quantizer and the sampling math stay float32). "
+                        "The paper's protocol is float32")
+
+
+def add_sample_parser(sub, models: list[str]) -> None:
+    """Register `titok sample` on the `titok` command's subparsers."""
+    from titok.cli import _finite_float, _int_in
+
+    p = sub.add_parser(
+        "sample", help="generate a class-conditional evaluation set (.npz for FID), resumable, multi-GPU",
+        description="Generate len(classes) x N class-conditional samples into a folder: one PNG per sample, "
+                    "then samples.npz (arr_0 uint8 N x H x W x 3, labels) as the ADM/guided-diffusion evaluation "
+                    "suite reads it, tokens.npy, manifest.json and summary.json. Sample i has class "
+                    "classes[i % len(classes)] and randomness that depends on (seed, i) only: the set is the same "
+                    "with any number of processes and after a resume. Run it again with the same options to "
+                    "resume after an interruption; other options are refused. Many GPUs or machines: "
+                    "torchrun --nproc_per_node=8 -m titok sample ... (the output folder must be shared).",
+        epilog="Exit status: 0 done, 2 error (one line on stderr), 130 interrupted (finished shards kept).")
+    _model_flags(p, models, "generator")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing; resumed if it "
+                                                               "holds a run with the same settings)")
+    p.add_argument("--classes", nargs="+", default=["all"], metavar="IDS",
+                   help="all (default), class ids and ranges: 0-99, '1 7 282', 0-9,20-29")
+    p.add_argument("--num-per-class", type=_int_in(1), default=50, metavar="N",
+                   help="samples per class (default: 50; 1000 classes x 50 = the 50,000-sample FID set)")
+    p.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=0,
+                   help="seed of the sampling noise, 0..2^64-1 (default: 0); sample i's noise depends on "
+                        "(seed, i) only")
+    p.add_argument("--batch-size", type=_int_in(1), metavar="N",
+                   help="samples per generator batch per process (default: 64 on CUDA, 8 on CPU); may change "
+                        "between runs")
+    p.add_argument("--decode-batch-size", type=_int_in(1), default=DEFAULT_DECODE_BATCH, metavar="N",
+                   help=f"rows of every decode call, the last chunk padded (default: {DEFAULT_DECODE_BATCH}): "
+                        "part of the settings")
+    p.add_argument("--shard-size", type=_int_in(1), default=DEFAULT_SHARD, metavar="N",
+                   help=f"samples per shard file, the unit of resume and of work per process (default: "
+                        f"{DEFAULT_SHARD})")
+    p.add_argument("--guidance-scale", type=_finite_float(), metavar="X", help="override the guidance scale (>= 0)")
+    p.add_argument("--temperature", type=_finite_float(), metavar="X",
+                   help="override the randomize (Gumbel) temperature (>= 0)")
+    p.add_argument("--steps", type=_int_in(1, MAX_STEPS - 1), metavar="N", help="override the number of steps")
+    p.add_argument("--no-png", action="store_true", help="write no per-sample PNGs (only the .npz)")
+    p.add_argument("--keep-shards", action="store_true", help="keep shards/ after samples.npz is written")
+    p.set_defaults(func=run_sample)
+
+
+def add_decode_parser(sub, models: list[str]) -> None:
+    """Register `titok decode` on the `titok` command's subparsers."""
+    from titok.cli import _int_in
+
+    p = sub.add_parser(
+        "decode", help="decode token ids (.npy, from tokenize or sample) to images",
+        description="Decode an (N, K) array of token ids (as `titok tokenize` or `titok sample` write them) to "
+                    "DIR/000000.png ... (000000_<name>.png when tokenize's <tokens>.files.json lies beside the "
+                    "array). Every batch is padded to --batch-size rows, so an image does not depend on N: with "
+                    "sample's --decode-batch-size, mode, dtype and device type, decoding OUT/tokens.npy gives "
+                    "the images of OUT/samples.npz exactly.",
+        epilog="Outputs: checked before any work; an existing file is replaced only with --overwrite; written when "
+               "the whole run succeeded. Exit status: 0 done, 2 error (one line on stderr), 130 interrupted.")
+    p.add_argument("tokens", metavar="TOKENS.npy", help="token array (.npy)")
+    _model_flags(p, models, "checkpoint")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--batch-size", type=_int_in(1), default=DEFAULT_DECODE_BATCH, metavar="N",
+                   help=f"rows per decode call, the last one padded (default: {DEFAULT_DECODE_BATCH})")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
+    p.set_defaults(func=run_decode)
