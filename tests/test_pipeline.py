@@ -125,6 +125,30 @@ def test_maskgit_baseline_is_a_pipeline():
     assert set(fast.stage_functions(2)) == {"generator_forwards", "sampling_steps", "pixel_decoder"}
 
 
+def test_large_requests_run_in_bounded_chunks():
+    """Chunks of max_batch / batch_size: with given noise the same tokens as one batch; seeded reference
+    chunks draw on from one manual_seed; decode and encode chunk too."""
+    tok, _ = golden_tokenizer("tiny_legacy")
+    gen, sampler, _ = golden_generator("tiny_vit")
+    cls = torch.arange(7) % 10
+    noise = draw_noise(7, 8, 64, sampler.num_steps, seed=4)
+    ref = Pipeline(tok, gen, mode="reference", max_batch=3)
+    whole = Pipeline(tok, gen, mode="reference").generate_tokens(cls, noise=noise)
+    assert torch.equal(ref.generate_tokens(cls, noise=noise), whole)
+    fast = Pipeline(tok, gen, mode="fast", dtype=torch.float32)
+    assert torch.equal(fast.generate_tokens(cls, noise=noise, batch_size=2), whole)
+    torch.manual_seed(9)
+    expected = torch.cat([ref.runtime.sample(cls[i:i + 3]) for i in (0, 3, 6)])
+    assert torch.equal(ref.generate_tokens(cls, seed=9), expected)
+    a = fast.generate_tokens(cls, seed=3, batch_size=2)
+    assert torch.equal(a, fast.generate_tokens(cls, seed=3, batch_size=2))
+    assert torch.equal(a[:2], fast.generate_tokens(cls[:2], seed=3))
+    # oneDNN's convolutions round slightly differently at another batch size: equal within 1e-5, not bitwise
+    assert (ref.decode_tokens(whole) - Pipeline(tok, gen).decode_tokens(whole, batch_size=7)).abs().max() <= 1e-5
+    images = torch.rand(5, 3, 64, 64)
+    assert torch.equal(ref.encode(images), ref.encode(images, batch_size=5))
+
+
 def test_fast_without_seed_draws_from_torch_generator():
     tok, _ = golden_tokenizer("tiny_legacy")
     gen, _, _ = golden_generator("tiny_vit")

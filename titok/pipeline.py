@@ -38,11 +38,19 @@ class Pipeline:
     (e.g. `{"compile_backend": "eager"}` for "compile").
     dtype: default (`titok.runtimes.default_dtype`) bf16 for "fast" on CUDA and on CPUs with native bf16
     matrix units, fp32 otherwise; the quantizer and the sampling math stay fp32. `dtype_reason` says why.
+    max_batch: requests larger than this run in chunks of it (memory stays bounded: the sampler holds
+    (B, K, V) logits); each call's `batch_size` overrides it. A request within one chunk is unchanged;
+    across chunks, reference/compile with a seed draw on from one `torch.manual_seed(seed)` (as the
+    official sampler run batch after batch), and fast uses `seed` for the first chunk and seeds drawn
+    from a generator seeded with it for the others.
     """
 
     def __init__(self, decoder, generator=None, *, mode="reference", scheduler: MaskGITScheduler | None = None,
                  sampler: SamplerConfig | None = None, dtype: torch.dtype | None = None, cuda_graph: bool = True,
-                 max_graphs: int = 4, runtime_options: dict | None = None):
+                 max_graphs: int = 4, max_batch: int = 64, runtime_options: dict | None = None):
+        if max_batch < 1:
+            raise TiTokInputError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
         runtime_cls = RUNTIMES.get(mode) if isinstance(mode, str) else None
         if runtime_cls is None:
             raise TiTokInputError(f"mode must be one of {MODES}, got {mode!r}")
@@ -90,33 +98,31 @@ class Pipeline:
 
     # ---- public API ------------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, class_ids, *, seed: int | None = None, noise=None) -> torch.Tensor:
+    def generate(self, class_ids, *, seed: int | None = None, noise=None,
+                 batch_size: int | None = None) -> torch.Tensor:
         """Class ids -> images (B, 3, H, W) float32 in [0, 1]."""
-        cls = self._class_ids(class_ids, noise)
-        if self.graphs is not None and noise is None:
-            return self.graphs.run(cls, seed, images=True)
-        return self._images(self.runtime.sample(cls, seed=seed, noise=noise))
+        return self._sample(class_ids, seed, noise, batch_size, images=True)
 
     @torch.no_grad()
-    def generate_tokens(self, class_ids, *, seed: int | None = None, noise=None) -> torch.Tensor:
+    def generate_tokens(self, class_ids, *, seed: int | None = None, noise=None,
+                        batch_size: int | None = None) -> torch.Tensor:
         """Class ids (B,) -> token ids (B, K)."""
-        cls = self._class_ids(class_ids, noise)
-        if self.graphs is not None and noise is None:
-            return self.graphs.run(cls, seed, images=False)
-        return self.runtime.sample(cls, seed=seed, noise=noise)
+        return self._sample(class_ids, seed, noise, batch_size, images=False)
 
     @torch.no_grad()
-    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+    def decode_tokens(self, tokens: torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
         """Token ids (B, K) (or VAE tokens) -> images (B, 3, H, W) float32 in [0, 1]."""
-        return self._images(self.decoder.check_tokens(tokens.to(self.device)))
+        tokens = self.decoder.check_tokens(tokens)
+        return torch.cat([self._images(tokens[i:j].to(self.device)) for i, j in self._chunks(len(tokens), batch_size)])
 
     @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
         """Images (float [0, 1] or uint8) -> token ids (B, K) (or VAE mean tokens)."""
         if not hasattr(self.decoder, "encoder_out"):
             raise TiTokInputError("this pipeline's decoder has no encoder")
-        images = check_images(images, self.decoder.image_size).to(self.device, self.dtype)
-        return self.runtime.encode(images)
+        images = check_images(images, self.decoder.image_size)
+        return torch.cat([self.runtime.encode(images[i:j].to(self.device, self.dtype))
+                          for i, j in self._chunks(len(images), batch_size)])
 
     def release_graphs(self) -> None:
         """Free the captured CUDA graphs and their memory pools (they are captured again on demand)."""
@@ -163,6 +169,29 @@ class Pipeline:
     # ---- internals ----------------------------------------------------------------------------------
     def _images(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.runtime.decode(tokens).float().clamp(0.0, 1.0)
+
+    def _chunks(self, n: int, batch_size: int | None) -> list[tuple[int, int]]:
+        step = batch_size or self.max_batch
+        if step < 1:
+            raise TiTokInputError(f"batch_size must be >= 1, got {step}")
+        return [(i, min(i + step, n)) for i in range(0, n, step)]
+
+    def _sample(self, class_ids, seed, noise, batch_size, *, images: bool) -> torch.Tensor:
+        cls = self._class_ids(class_ids, noise)
+        chunks = self._chunks(len(cls), batch_size)
+        seeds = [seed] + [None] * (len(chunks) - 1)
+        if seed is not None and self.mode == "fast" and len(chunks) > 1:
+            more = torch.Generator().manual_seed(seed)
+            seeds[1:] = [int(torch.randint(0, 2**62, (1,), generator=more)) for _ in chunks[1:]]
+        out = []
+        for (i, j), chunk_seed in zip(chunks, seeds):
+            part = None if noise is None else [(u[i:j], c[i:j]) for u, c in noise]
+            if self.graphs is not None and part is None:
+                out.append(self.graphs.run(cls[i:j], chunk_seed, images=images))
+                continue
+            ids = self.runtime.sample(cls[i:j], seed=chunk_seed, noise=part)
+            out.append(self._images(ids) if images else ids)
+        return torch.cat(out)
 
     def _class_ids(self, class_ids, noise) -> torch.Tensor:
         if self.generator is None:
