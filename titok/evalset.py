@@ -693,19 +693,67 @@ def _is_main_thread() -> bool:
 
 
 def _sample(args, ctx: DistContext, device) -> int:
-    import dataclasses as dc
+    """One rank's part of `titok sample`: agree on the work left, make my shards, rank 0 assembles."""
     import warnings
     from concurrent.futures import ThreadPoolExecutor
 
-    import torch
-
-    from titok.cli import _check_finite, _console, _load_tokenizer, _pipeline
-    from titok.images import save_json, save_png
-    from titok.loading import load_generator
+    from titok.images import save_png
 
     t_start = time.perf_counter()
     if ctx.rank != 0:
         warnings.simplefilter("ignore")  # one voice: rank 0's
+    job = _build_job(args, device)
+    status, message, pending, settings = ctx.broadcast(_verdict(job, args) if ctx.rank == 0 else None)
+    if status == "error":
+        raise TiTokInputError(message)
+    if status == "complete":
+        if ctx.rank == 0:
+            print(f"titok sample: {job.layout.out} is complete ({job.plan.num_samples} samples in {job.layout.npz}); "
+                  "nothing to do", file=sys.stderr)
+        return 0
+    plan, layout = job.plan, job.layout
+    done_before = plan.num_samples - sum(plan.shard_range(j)[1] - plan.shard_range(j)[0] for j in pending)
+    reporter = Reporter(ctx, plan.num_samples, done_before, _console_if_main(ctx))
+    t_gen = time.perf_counter()
+    # PNG encoding overlaps the generation; on a CPU device it competes with it for the cores: one thread.
+    pool = ThreadPoolExecutor(max_workers=4 if device.type == "cuda" else 1) if not args.no_png else None
+    try:
+        _make_shards(job, args, ctx, pending[ctx.rank::ctx.world_size], reporter, pool)
+        if ctx.rank != 0:
+            return 0
+        _wait_for_shards(job, ctx, pending, done_before, reporter)
+        t_assemble = time.perf_counter()
+        written = assemble(layout, image_shape=(job.tok.image_size, job.tok.image_size, 3),
+                           seq_len=job.gen.cfg.image_seq_len,
+                           write_png=(lambda i, c, im: save_png(layout.png(i, c), im)) if pool else None)
+    finally:
+        reporter.close()
+        if pool is not None:
+            pool.shutdown(wait=True)
+    run = _run_record(job, ctx, device, plan.num_samples - done_before, done_before,
+                      t_start, t_gen, t_assemble, time.perf_counter())
+    _finish(job, args, ctx, settings, written, run)
+    return 0
+
+
+@dataclasses.dataclass
+class _Job:
+    """What one `titok sample` run works with (models, pipeline, plan, output layout)."""
+
+    tok: object
+    gen: object
+    pipe: object
+    plan: "EvalPlan"
+    layout: "Layout"
+    classes: list
+    batch_size: int
+
+
+def _build_job(args, device) -> _Job:
+    """Load the models, build the pipeline and the plan; every input error before any work."""
+    from titok.cli import _load_tokenizer, _pipeline
+    from titok.loading import load_generator
+
     if args.generator is None and not args.random_weights:
         raise TiTokInputError("give a generator checkpoint (--generator), or --random-weights")
     tok = _load_tokenizer(args, device)
@@ -719,100 +767,105 @@ def _sample(args, ctx: DistContext, device) -> int:
         raise TiTokInputError(f"{plan.num_samples} samples: at most {MAX_INDEX - 1} per run")
     if gen.cfg.image_seq_len * gen.cfg.codebook_size >= MAX_ELEMENTS:
         raise TiTokInputError("this generator's K x V is too large for the sampling noise counters")
-    pipe = _pipeline(args, tok, gen, dc.replace(gen.cfg.sampler, **overrides))
+    pipe = _pipeline(args, tok, gen, dataclasses.replace(gen.cfg.sampler, **overrides))
     if len(pipe.scheduler) >= MAX_STEPS:
         raise TiTokInputError(f"--steps: at most {MAX_STEPS - 1} for titok sample")
     batch_size = args.batch_size or (64 if device.type == "cuda" else 8)
-    layout = Layout(Path(args.out), plan, gen.cfg.num_classes)
+    return _Job(tok, gen, pipe, plan, Layout(Path(args.out), plan, gen.cfg.num_classes), classes, batch_size)
 
-    # Rank 0 checks the folder against the settings; everyone learns the verdict and the work left.
-    verdict = None
-    if ctx.rank == 0:
-        settings = {
-            "model": {"tokenizer_config": dc.asdict(tok.cfg), "generator_config": dc.asdict(gen.cfg),
-                      "weights_sha256": weights_digest(tok, gen)},
-            "sampler": dc.asdict(pipe.sampler),
-            "classes": _compact_ranges(classes), "num_per_class": plan.num_per_class,
-            "num_samples": plan.num_samples, "order": "sample i has class classes[i % len(classes)]",
-            "seed": args.seed, "noise": NOISE_SCHEME, "mode": pipe.mode,
-            "dtype": str(pipe.dtype).replace("torch.", ""), "device_type": device.type,
-            "decode_batch_size": args.decode_batch_size, "shard_size": plan.shard_size,
-            "image_size": tok.image_size, "png": not args.no_png,
-        }
-        sources = {"tokenizer": getattr(args, "tokenizer", None), "generator": args.generator,
-                   "variant": args.model, "random_weights": bool(args.random_weights)}
-        status, message = prepare_output(layout, settings, sources)
-        pending = []
-        if status in ("new", "resume"):
-            _remove_stale_temporaries(layout)
-            done = layout.done_shards()
-            pending = [j for j in range(plan.num_shards) if j not in done]
-        verdict = (status, message, pending, settings)
-    status, message, pending, settings = ctx.broadcast(verdict)
-    if status == "error":
-        raise TiTokInputError(message)
-    console = _console(stderr=True) if ctx.rank == 0 else None
-    if status == "complete":
-        if ctx.rank == 0:
-            print(f"titok sample: {layout.out} is complete ({plan.num_samples} samples in {layout.npz}); nothing "
-                  "to do", file=sys.stderr)
-        return 0
 
-    done_before = plan.num_samples - sum(plan.shard_range(j)[1] - plan.shard_range(j)[0] for j in pending)
-    mine = pending[ctx.rank::ctx.world_size]
+def _verdict(job: _Job, args):
+    """Rank 0: (status, message, pending shards, settings) of the output folder against these settings."""
+    tok, gen, pipe, plan, layout = job.tok, job.gen, job.pipe, job.plan, job.layout
+    settings = {
+        "model": {"tokenizer_config": dataclasses.asdict(tok.cfg), "generator_config": dataclasses.asdict(gen.cfg),
+                  "weights_sha256": weights_digest(tok, gen)},
+        "sampler": dataclasses.asdict(pipe.sampler),
+        "classes": _compact_ranges(job.classes), "num_per_class": plan.num_per_class,
+        "num_samples": plan.num_samples, "order": "sample i has class classes[i % len(classes)]",
+        "seed": args.seed, "noise": NOISE_SCHEME, "mode": pipe.mode,
+        "dtype": str(pipe.dtype).replace("torch.", ""), "device_type": pipe.device.type,
+        "decode_batch_size": args.decode_batch_size, "shard_size": plan.shard_size,
+        "image_size": tok.image_size, "png": not args.no_png,
+    }
+    sources = {"tokenizer": getattr(args, "tokenizer", None), "generator": args.generator,
+               "variant": args.model, "random_weights": bool(args.random_weights)}
+    status, message = prepare_output(layout, settings, sources)
+    pending = []
+    if status in ("new", "resume"):
+        _remove_stale_temporaries(layout)
+        done = layout.done_shards()
+        pending = [j for j in range(plan.num_shards) if j not in done]
+    return status, message, pending, settings
+
+
+def _console_if_main(ctx):
+    from titok.cli import _console
+
+    return _console(stderr=True) if ctx.rank == 0 else None
+
+
+def _make_shards(job: _Job, args, ctx, mine: list, reporter, pool) -> None:
+    """Generate and save this rank's shards (PNGs written by the pool as they come)."""
+    import torch
+
+    from titok.cli import _check_finite
+    from titok.images import save_png
+
+    futures = []
     exit_after = _test_exit_after()
-    check = (lambda x: _check_finite(x, "pixels", args))
-    reporter = Reporter(ctx, plan.num_samples, done_before, console)
-    t_gen = time.perf_counter()
-    # PNG encoding overlaps the generation; on a CPU device it competes with it for the cores: one thread.
-    pool = ThreadPoolExecutor(max_workers=4 if device.type == "cuda" else 1) if not args.no_png else None
-    try:
-        futures = []
 
-        def write_png(index, label, image):
-            futures.append(pool.submit(save_png, layout.png(index, label), image.copy()))
+    def write_png(index, label, image):
+        futures.append(pool.submit(save_png, job.layout.png(index, label), image.copy()))
 
-        with torch.no_grad():
-            for count, j in enumerate(mine, 1):
-                images, labels, tokens = generate_shard(
-                    pipe, plan, args.seed, j, batch_size=batch_size, decode_batch=args.decode_batch_size,
-                    on_done=reporter.advance, write_png=write_png if pool else None, check=check)
-                for f in futures:
-                    f.result()
-                futures.clear()
-                _save_shard(layout.shard(j), images, labels, tokens, plan.shard_range(j)[0])
-                if exit_after is not None and exit_after == (ctx.rank, count):
-                    os._exit(3)  # the test hook: a crash right after a shard
-        if ctx.rank != 0:
-            return 0
-        # Rank 0 waits for every shard (the other ranks may still work), showing the job's progress.
-        for poll in range(10**12):
-            remaining = [j for j in pending if not layout.shard(j).is_file()]
-            if not remaining:
-                break
-            count = ctx.add_done(0)
-            reporter.refresh(count, shard_count=sum(plan.shard_range(j)[1] - plan.shard_range(j)[0]
-                                                    for j in pending if j not in remaining))
-            time.sleep(0.02 if poll < 100 else 0.5)
-        reporter.refresh(plan.num_samples - done_before)
-        t_assemble = time.perf_counter()
-        written = assemble(layout, image_shape=(tok.image_size, tok.image_size, 3), seq_len=gen.cfg.image_seq_len,
-                           write_png=(lambda i, c, im: save_png(layout.png(i, c), im)) if pool else None)
-    finally:
-        reporter.close()
-        if pool is not None:
-            pool.shutdown(wait=True)
-    t_end = time.perf_counter()
-    made = plan.num_samples - done_before
+    with torch.no_grad():
+        for count, j in enumerate(mine, 1):
+            images, labels, tokens = generate_shard(
+                job.pipe, job.plan, args.seed, j, batch_size=job.batch_size, decode_batch=args.decode_batch_size,
+                on_done=reporter.advance, write_png=write_png if pool else None,
+                check=lambda x: _check_finite(x, "pixels", args))
+            for f in futures:
+                f.result()
+            futures.clear()
+            _save_shard(job.layout.shard(j), images, labels, tokens, job.plan.shard_range(j)[0])
+            if exit_after is not None and exit_after == (ctx.rank, count):
+                os._exit(3)  # the test hook: a crash right after a shard
+
+
+def _wait_for_shards(job: _Job, ctx, pending: list, done_before: int, reporter) -> None:
+    """Rank 0 waits for every shard (the other ranks may still work), showing the job's progress."""
+    plan, layout = job.plan, job.layout
+    for poll in range(10**12):
+        remaining = [j for j in pending if not layout.shard(j).is_file()]
+        if not remaining:
+            break
+        count = ctx.add_done(0)
+        reporter.refresh(count, shard_count=sum(plan.shard_range(j)[1] - plan.shard_range(j)[0]
+                                                for j in pending if j not in remaining))
+        time.sleep(0.02 if poll < 100 else 0.5)
+    reporter.refresh(plan.num_samples - done_before)
+
+
+def _run_record(job: _Job, ctx, device, made: int, done_before: int, t_start, t_gen, t_assemble, t_end) -> dict:
+    import torch
+
     gen_time = t_assemble - t_gen
-    run = {
+    return {
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "samples_made": made, "samples_before": done_before,
-        "world_size": ctx.world_size, "batch_size": batch_size, "threads_per_process": torch.get_num_threads(),
+        "world_size": ctx.world_size, "batch_size": job.batch_size, "threads_per_process": torch.get_num_threads(),
         "device": _device_name(device), "wall_time_s": round(t_end - t_start, 3),
         "generation_time_s": round(gen_time, 3), "assembly_time_s": round(t_end - t_assemble, 3),
         "samples_per_s": round(made / gen_time, 4) if gen_time > 0 else None,
         "samples_per_s_per_device": round(made / gen_time / ctx.world_size, 4) if gen_time > 0 else None,
     }
+
+
+def _finish(job: _Job, args, ctx, settings: dict, written: dict, run: dict) -> None:
+    """Rank 0: the summary beside the outputs, shards removed (unless kept), one closing line."""
+    from titok.cli import _console
+    from titok.images import save_json
+
+    plan, layout = job.plan, job.layout
     previous_runs = []
     if layout.summary.is_file():
         try:
@@ -828,10 +881,10 @@ def _sample(args, ctx: DistContext, device) -> int:
     shape, _ = read_npz_header(layout.npz)
     rate = f"{run['samples_per_s']:.3g} samples/s ({run['samples_per_s_per_device']:.3g} per device x " \
            f"{ctx.world_size})" if run["samples_per_s"] else "no new samples"
-    _console().print(f"{plan.num_samples} samples ({len(classes)} classes x {plan.num_per_class}, seed {args.seed}, "
-                     f"{pipe.mode} {settings['dtype']}, {len(pipe.scheduler)} steps) -> {layout.npz} {shape} uint8\n"
-                     f"{made} made in this run: {rate}; summary in {layout.summary}", markup=False, soft_wrap=True)
-    return 0
+    _console().print(f"{plan.num_samples} samples ({len(job.classes)} classes x {plan.num_per_class}, seed "
+                     f"{args.seed}, {job.pipe.mode} {settings['dtype']}, {len(job.pipe.scheduler)} steps) -> "
+                     f"{layout.npz} {shape} uint8\n{run['samples_made']} made in this run: {rate}; summary in "
+                     f"{layout.summary}", markup=False, soft_wrap=True)
 
 
 def _compact_ranges(ids: list[int]) -> list:
