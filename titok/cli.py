@@ -391,50 +391,45 @@ def cmd_info(args) -> int:
 
 # ---- the parser ------------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    from titok import __version__
-    from titok.configs import VARIANTS
+def _add_common_options(p, models: list, checkpoint_flag: bool = True) -> None:
+    """Options every model command takes: model source, device, runtime, precision, batch, overwrite."""
+    p.add_argument("--model", choices=models, metavar="MODEL",
+                   help=f"variant name: {', '.join(models)}. Needed with --random-weights or a bare weights "
+                        "file that matches no released variant; a folder's config.json names its own model")
+    if checkpoint_flag:
+        p.add_argument("--checkpoint", metavar="SRC",
+                       help="tokenizer weights: an official HF folder (config.json + model.safetensors), a "
+                            ".safetensors/.bin file, or a HF repo id in the local cache")
+    p.add_argument("--random-weights", action="store_true",
+                   help="build the model with random weights (for speed tests; outputs are meaningless)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    p.add_argument("--mode", choices=MODES, default="reference",
+                   help="runtime: reference (the official computation, eager; default), compile "
+                        "(torch.compile of it) or fast (fused kernels, batched guidance, CUDA graphs)")
+    p.add_argument("--dtype", choices=DTYPES,
+                   help="model precision (default: bfloat16 for --mode fast on CUDA, float32 otherwise; the "
+                        "quantizer and the sampling math stay float32)")
+    p.add_argument("--batch-size", type=_int_in(1), default=8, metavar="N",
+                   help="images per forward pass: bounds the memory a run needs (default: 8)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace output files that exist (never an input file)")
 
-    parser = _Parser(
-        prog="titok", description="TiTok: 1D image tokenization (32 tokens per image) and MaskGIT generation.",
-        epilog="Run `titok COMMAND --help` for each command's options.")
-    parser.add_argument("--version", action="version", version=f"titok {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    models = list(VARIANTS)
 
-    def common(p, checkpoint_flag=True):
-        p.add_argument("--model", choices=models, metavar="MODEL",
-                       help=f"variant name: {', '.join(models)}. Needed with --random-weights or a bare weights "
-                            "file that matches no released variant; a folder's config.json names its own model")
-        if checkpoint_flag:
-            p.add_argument("--checkpoint", metavar="SRC",
-                           help="tokenizer weights: an official HF folder (config.json + model.safetensors), a "
-                                ".safetensors/.bin file, or a HF repo id in the local cache")
-        p.add_argument("--random-weights", action="store_true",
-                       help="build the model with random weights (for speed tests; outputs are meaningless)")
-        p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-        p.add_argument("--mode", choices=MODES, default="reference",
-                       help="runtime: reference (the official computation, eager; default), compile "
-                            "(torch.compile of it) or fast (fused kernels, batched guidance, CUDA graphs)")
-        p.add_argument("--dtype", choices=DTYPES,
-                       help="model precision (default: bfloat16 for --mode fast on CUDA, float32 otherwise; the "
-                            "quantizer and the sampling math stay float32)")
-        p.add_argument("--batch-size", type=_int_in(1), default=8, metavar="N",
-                       help="images per forward pass: bounds the memory a run needs (default: 8)")
-        p.add_argument("--overwrite", action="store_true",
-                       help="replace output files that exist (never an input file)")
+def _add_input_options(p) -> None:
+    """Where the images come from: files, folders (recursive), lists; what to do with unreadable ones."""
+    p.add_argument("images", nargs="*", metavar="IMG_OR_DIR", help="image files or folders of images")
+    p.add_argument("--list", metavar="FILE",
+                   help="also read image paths from FILE, one a line (relative to the current folder; blank "
+                        "lines and lines starting with # skipped; - reads standard input)")
+    p.add_argument("--recursive", "-r", action="store_true",
+                   help="read folders with their subfolders (e.g. ImageNet's one folder per class)")
+    p.add_argument("--skip-errors", action="store_true",
+                   help="skip images that cannot be read, list them, and exit with status 3; without it a "
+                        "bad image stops the run before the model runs")
 
-    def inputs(p):
-        p.add_argument("images", nargs="*", metavar="IMG_OR_DIR", help="image files or folders of images")
-        p.add_argument("--list", metavar="FILE",
-                       help="also read image paths from FILE, one a line (relative to the current folder; blank "
-                            "lines and lines starting with # skipped; - reads standard input)")
-        p.add_argument("--recursive", "-r", action="store_true",
-                       help="read folders with their subfolders (e.g. ImageNet's one folder per class)")
-        p.add_argument("--skip-errors", action="store_true",
-                       help="skip images that cannot be read, list them, and exit with status 3; without it a "
-                            "bad image stops the run before the model runs")
 
+def _add_image_commands(sub, models: list) -> None:
+    """`reconstruct` and `tokenize`."""
     p = sub.add_parser("reconstruct", help="encode images to tokens and decode them back",
                        description="Encode each image to tokens and decode it back. Writes DIR/<name>.png and "
                                    "DIR/<name>.tokens.json (\"psnr_db\" is null when the reconstruction is "
@@ -442,8 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "name without its extension (with it, as in x.bmp.png, where two inputs "
                                    "share a name), under its subfolder for files found with --recursive.",
                        epilog=EPILOG_IMAGES + " " + EPILOG_OUTPUTS)
-    inputs(p)
-    common(p)
+    _add_input_options(p)
+    _add_common_options(p, models)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
     p.set_defaults(func=cmd_reconstruct)
 
@@ -452,16 +447,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    "ids, or (N, C, 1, K) float32 mean tokens for the continuous-token (VAE) "
                                    "models, with the file order (and any skipped files) in <out>.files.json.",
                        epilog=EPILOG_IMAGES + " " + EPILOG_OUTPUTS)
-    inputs(p)
-    common(p)
+    _add_input_options(p)
+    _add_common_options(p, models)
     p.add_argument("--out", required=True, metavar="FILE.npy", help="output array")
     p.set_defaults(func=cmd_tokenize)
 
+
+def _add_generate_command(sub, models: list) -> None:
+    """`generate`: one grid of class-conditional samples."""
     p = sub.add_parser("generate", help="generate class-conditional images with the MaskGIT generator",
                        description="Sample tokens for each ImageNet class id with the MaskGIT sampler (with "
                                    "--mode reference: the official algorithm and random-number order), decode "
                                    "them, and write one grid image.", epilog=EPILOG_OUTPUTS)
-    common(p, checkpoint_flag=False)
+    _add_common_options(p, models, checkpoint_flag=False)
     p.add_argument("--tokenizer", metavar="SRC", help="tokenizer weights (folder, file or cached repo id)")
     p.add_argument("--generator", metavar="SRC", help="generator weights (folder, file or cached repo id)")
     p.add_argument("--classes", type=_int_in(0, 2**63 - 1), nargs="+", required=True, metavar="ID",
@@ -480,6 +478,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output grid image; its extension names the format: .png, .jpg/.jpeg (quality 95), "
                         ".webp (lossless), .bmp, .tif/.tiff")
     p.set_defaults(func=cmd_generate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from titok import __version__
+    from titok.configs import VARIANTS
+
+    parser = _Parser(
+        prog="titok", description="TiTok: 1D image tokenization (32 tokens per image) and MaskGIT generation.",
+        epilog="Run `titok COMMAND --help` for each command's options.")
+    parser.add_argument("--version", action="version", version=f"titok {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    models = list(VARIANTS)
+
+    _add_image_commands(sub, models)
+    _add_generate_command(sub, models)
 
     from titok.evalset import add_decode_parser, add_sample_parser  # `sample`, `decode`: titok/evalset.py
     add_sample_parser(sub, models)
