@@ -306,20 +306,12 @@ def cmd_tokenize(args) -> int:
     return _report_skipped(skipped, len(items), f" and in {files_json}")
 
 
-def cmd_generate(args) -> int:
+def _load_generation(args, device):
+    """(tokenizer, generator, pipeline) of a generating command, with its sampler overrides applied."""
     import dataclasses
 
-    import numpy as np
-    import torch
-
-    from titok.images import MAX_IMAGE_PIXELS, OutputFiles, grid_layout, image_format, place_in_grid, to_uint8
     from titok.loading import load_generator
-    from titok.sampler import check_class_ids
 
-    device = _device(args.device)
-    outputs = OutputFiles(overwrite=args.overwrite)
-    out = outputs.check_file(args.out)
-    fmt, _, max_side = image_format(out)
     if args.generator is None and not args.random_weights:
         raise TiTokInputError("give a generator checkpoint (--generator), or --random-weights")
     tok = _load_tokenizer(args, device)
@@ -327,7 +319,21 @@ def cmd_generate(args) -> int:
                          device=device)
     overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("randomize_temperature",
                  args.temperature), ("num_steps", args.steps)) if v is not None}
-    pipe = _pipeline(args, tok, gen, dataclasses.replace(gen.cfg.sampler, **overrides))
+    return tok, gen, _pipeline(args, tok, gen, dataclasses.replace(gen.cfg.sampler, **overrides))
+
+
+def cmd_generate(args) -> int:
+    import numpy as np
+    import torch
+
+    from titok.images import MAX_IMAGE_PIXELS, OutputFiles, grid_layout, image_format, place_in_grid, to_uint8
+    from titok.sampler import check_class_ids
+
+    device = _device(args.device)
+    outputs = OutputFiles(overwrite=args.overwrite)
+    out = outputs.check_file(args.out)
+    fmt, _, max_side = image_format(out)
+    tok, gen, pipe = _load_generation(args, device)
     sampler = pipe.sampler
     classes = torch.tensor(args.classes, dtype=torch.long)
     check_class_ids(classes, gen.cfg.num_classes)

@@ -751,23 +751,15 @@ class _Job:
 
 def _build_job(args, device) -> _Job:
     """Load the models, build the pipeline and the plan; every input error before any work."""
-    from titok.cli import _load_tokenizer, _pipeline
-    from titok.loading import load_generator
+    from titok.cli import _load_generation
 
-    if args.generator is None and not args.random_weights:
-        raise TiTokInputError("give a generator checkpoint (--generator), or --random-weights")
-    tok = _load_tokenizer(args, device)
-    gen = load_generator(args.generator, args.model, random_weights=args.random_weights and args.generator is None,
-                         device=device)
-    overrides = {k: v for k, v in (("guidance_scale", args.guidance_scale), ("randomize_temperature",
-                 args.temperature), ("num_steps", args.steps)) if v is not None}
+    tok, gen, pipe = _load_generation(args, device)
     classes = parse_classes(args.classes, gen.cfg.num_classes)
     plan = EvalPlan(tuple(classes), args.num_per_class, args.shard_size)
     if plan.num_samples >= MAX_INDEX:
         raise TiTokInputError(f"{plan.num_samples} samples: at most {MAX_INDEX - 1} per run")
     if gen.cfg.image_seq_len * gen.cfg.codebook_size >= MAX_ELEMENTS:
         raise TiTokInputError("this generator's K x V is too large for the sampling noise counters")
-    pipe = _pipeline(args, tok, gen, dataclasses.replace(gen.cfg.sampler, **overrides))
     if len(pipe.scheduler) >= MAX_STEPS:
         raise TiTokInputError(f"--steps: at most {MAX_STEPS - 1} for titok sample")
     batch_size = args.batch_size or (64 if device.type == "cuda" else 8)
