@@ -376,6 +376,7 @@ def test_main_run_json_validates_and_cpu_notice(oom_run):
     assert "CPU figures are not the paper's GPU figures" in text
     assert "random (speed does not depend on weights)" in text
     ok = payload["results"][3]
+    assert ok["dtype"] == "float32" and ok["dtype_reason"] == "given"          # --dtype float32
     assert set(ok["stages"]) == {"generator_forwards", "sampling_steps", "vit_decoder", "pixel_decoder"}
     assert sum(s["share"] for s in ok["stages"].values()) == pytest.approx(1.0)
     from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig

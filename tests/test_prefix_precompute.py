@@ -44,3 +44,40 @@ def test_precompute_matches_reference_random_titok_l_32():
     with torch.no_grad():
         z_q, _ = tok.encode(images)
     _check(tok, images, z_q)
+
+
+def test_fast_pixel_decoder_copy_matches_reference_and_shares_weights():
+    """The fast runtime's own pixel decoder (padding folded into the convolutions, in-place SiLU and adds,
+    channels_last) gives the reference's values; on CPU it shares the caller's weights (follows in-place
+    changes) and leaves the caller's module as it was."""
+    from titok.fast import FastPixelDecoder, fast_pixel_decoder
+    from titok.maskgit_vqgan import PixelDecoder
+
+    tok, _ = golden_tokenizer("tiny_legacy")
+    pixel = tok.pixel_decoder
+    fast = fast_pixel_decoder(pixel, share_weights=True)
+    assert type(fast) is FastPixelDecoder and type(pixel) is PixelDecoder
+    latents = torch.randn(2, 256, 4, 4)
+    with torch.no_grad():
+        expected = pixel(latents)
+        got = fast(latents.contiguous(memory_format=torch.channels_last))
+        # oneDNN's channels_last convolutions round differently (1.8e-5 seen): the fast path's 1e-4 image bound
+        assert (got - expected).abs().max() <= 1e-4
+        pixel.conv_in.weight.mul_(0.5)
+        assert (fast(latents) - pixel(latents)).abs().max() <= 1e-4
+    copied = fast_pixel_decoder(pixel, share_weights=False)
+    assert copied.conv_in.weight.data_ptr() != pixel.conv_in.weight.data_ptr()
+
+
+def test_folded_padding_keeps_the_explicit_pad_where_it_is_asymmetric():
+    from titok.fast import FoldedConv2dSame
+    from titok.maskgit_vqgan import Conv2dSame
+
+    for kernel, stride in ((3, 1), (4, 1), (3, 2)):
+        ref = Conv2dSame(3, 5, kernel, stride=stride)
+        folded = Conv2dSame(3, 5, kernel, stride=stride)
+        folded.load_state_dict(ref.state_dict())
+        folded.__class__ = FoldedConv2dSame
+        x = torch.randn(2, 3, 9, 9)
+        with torch.no_grad():
+            assert (folded(x) - ref(x)).abs().max() <= 1e-6, (kernel, stride)

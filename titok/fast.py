@@ -16,16 +16,28 @@ Triton kernel on CUDA (and on CPU under TITOK_KERNEL_BACKEND=triton), torch othe
 
 `FastDecode` / `FastEncode` are the fast runtime's decode and encode of a token decoder:
 a TiTok tokenizer (the paths above, then its pixel decoder) or the MaskGIT-VQGAN of the
-baseline (codebook lookup, then the pixel decoder). On CUDA the pixel decoder runs on an
-own `channels_last` copy (cuDNN's preferred layout); the caller's module is left as it was.
+baseline (codebook lookup, then the pixel decoder). The MaskGIT-VQGAN pixel decoder runs
+on an own copy (`fast_pixel_decoder`), in `channels_last` (cuDNN's and oneDNN's preferred
+layout), with Conv2dSame's symmetric "same" padding done by the convolution itself (no
+F.pad copy of every activation) and SiLU / the residual add in place. On CUDA the copy
+holds channels_last copies of the weights; on CPU it shares the caller's weights (oneDNN
+reorders them per call either way), so in-place weight changes are seen. The caller's
+modules are left as they were (the reference path and its goldens do not change).
+
+`generator_logits` is the generator's `logits` with its head on contiguous rows: the
+reference slices `hidden[:, 1:]` before the head, which `F.linear` runs on CPU as a
+bmm over a batch-expanded copy of the head's weight.
 """
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 
 import torch
 import torch.nn.functional as F
 
+from titok.maskgit_vqgan import Conv2dSame, PixelDecoder, ResnetBlock
 from titok_kernels.concat_attention import concat_attention
 
 
@@ -130,6 +142,88 @@ def fast_encoder_forward(tokenizer, images: torch.Tensor, cache: PrefixCache, ba
     return encoder.head_rows(rows)
 
 
+# ---- the generator's logits ---------------------------------------------------------------------------------
+
+def generator_logits(gen, input_ids: torch.Tensor, class_tokens: torch.Tensor) -> torch.Tensor:
+    """Same output as `gen.logits(input_ids, class_tokens)`; the head runs on the K token rows made contiguous.
+
+    MaskGIT-ViT: lm_head(hidden[:, 1:]); U-ViT: lm_head(norm(hidden)[:, 1:]) = lm_head(norm(hidden[:, 1:]))
+    (LayerNorm is per row). Other generators: their own `logits`.
+    """
+    from titok.generator import MaskGITViT, UViT
+
+    if type(gen) not in (MaskGITViT, UViT):
+        return gen.logits(input_ids, class_tokens)
+    ids = torch.cat([class_tokens.view(-1, 1), input_ids.view(input_ids.shape[0], -1)], dim=1)
+    rows = gen.hidden_states(ids)[:, 1:]
+    if type(gen) is MaskGITViT:
+        return gen.model.lm_head(rows.contiguous())
+    return gen.lm_head(gen.norm(rows))
+
+
+# ---- the MaskGIT-VQGAN pixel decoder: own copy, channels_last, padding folded into the convolutions --------
+
+def same_pads(conv: Conv2dSame, x: torch.Tensor) -> list[int]:
+    """Conv2dSame's explicit padding for input x, in F.pad order [left, right, top, bottom]."""
+    pads = []
+    for size, k, s, d in zip(reversed(x.shape[-2:]), reversed(conv.kernel_size), reversed(conv.stride),
+                             reversed(conv.dilation)):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        pads += [total // 2, total - total // 2]
+    return pads
+
+
+class FoldedConv2dSame(Conv2dSame):
+    """Conv2dSame whose symmetric 'same' padding (odd kernels at stride 1: every conv of the MaskGIT-VQGAN) is
+    the convolution's own zero padding instead of an F.pad copy of the input; the same sums. Asymmetric padding
+    (even kernels, strides) keeps the explicit pad."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right, top, bottom = same_pads(self, x)
+        if left != right or top != bottom or self.padding_mode != "zeros" or any(self.padding):
+            return super().forward(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
+
+
+class FastResnetBlock(ResnetBlock):
+    """ResnetBlock with SiLU and the residual add in place (on fresh GroupNorm / conv outputs); same values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x), inplace=True))
+        h = self.conv2(F.silu(self.norm2(h), inplace=True))
+        residual = self.nin_shortcut(h) if self.in_channels != self.out_channels else x  # official quirk
+        return h.add_(residual)
+
+
+class FastPixelDecoder(PixelDecoder):
+    """PixelDecoder with the final SiLU in place; same values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for block in self.mid:
+            x = block(x)
+        for block in reversed(self.up):
+            x = block(x)
+        return self.conv_out(F.silu(self.norm_out(x), inplace=True))
+
+
+FAST_CLASSES = {Conv2dSame: FoldedConv2dSame, ResnetBlock: FastResnetBlock, PixelDecoder: FastPixelDecoder}
+
+
+def fast_pixel_decoder(pixel: torch.nn.Module, *, share_weights: bool) -> torch.nn.Module:
+    """An own copy of a MaskGIT-VQGAN pixel decoder with the fast forwards (FAST_CLASSES), in channels_last.
+
+    share_weights: the copy holds the caller's parameters and buffers themselves (CPU: no memory, follows
+    in-place changes); otherwise channels_last copies of them (CUDA: cuDNN reads its weights in the input's
+    layout). A forward overridden on the caller's instance stays in force in the copy.
+    """
+    memo = {id(t): t for t in itertools.chain(pixel.parameters(), pixel.buffers())} if share_weights else {}
+    fast = copy.deepcopy(pixel, memo)
+    for module in fast.modules():
+        module.__class__ = FAST_CLASSES.get(type(module), type(module))
+    return fast if share_weights else fast.to(memory_format=torch.channels_last)
+
+
 class FastDecode:
     """Token ids -> pixels for the fast runtime, by stage (see the module docstring)."""
 
@@ -140,9 +234,8 @@ class FastDecode:
         self.titok = isinstance(decoder, TiTokTokenizer)
         self.prefix = decoder_prefix_cache(decoder.decoder) if self.titok else None
         pixel = getattr(decoder, "pixel_decoder", None)
-        self.channels_last = pixel is not None and self.device.type == "cuda"
-        self.pixel_decoder = copy.deepcopy(pixel).to(memory_format=torch.channels_last) if self.channels_last \
-            else pixel
+        self.pixel_decoder = None if pixel is None else \
+            fast_pixel_decoder(pixel, share_weights=self.device.type != "cuda")
 
     def vit_decoder(self, latents: torch.Tensor) -> torch.Tensor:
         """TiTok's ViT decoder (prefix precompute, row pruning); other decoders pass their latents on."""
@@ -154,9 +247,8 @@ class FastDecode:
             if not self.decoder.cfg.two_stage:
                 return vit_out
             vit_out = self.decoder.proxy_latents(vit_out)
-        if self.channels_last:
-            vit_out = vit_out.contiguous(memory_format=torch.channels_last)
-        return self.pixel_decoder(vit_out)
+        # channels_last in, and the images back in the reference's (contiguous) layout: (B, 3, H, W) is small
+        return self.pixel_decoder(vit_out.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def __call__(self, tokens: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         latents = self.decoder.tokens_to_latents(tokens).to(dtype)

@@ -140,11 +140,13 @@ class FastRuntime(EagerRuntime):
 
     def logits(self, ids, cls, guided):
         """Guidance as ONE forward over 2B rows (cond and dropped-class tokens stacked); no random draw."""
+        from titok.fast import generator_logits
+
         gen = self.generator
         cond_tokens = gen.class_tokens(cls, False)
         if not guided:
-            return gen.logits(ids, cond_tokens), None
-        both = gen.logits(torch.cat([ids, ids]), torch.cat([cond_tokens, gen.class_tokens(cls, True)]))
+            return generator_logits(gen, ids, cond_tokens), None
+        both = generator_logits(gen, torch.cat([ids, ids]), torch.cat([cond_tokens, gen.class_tokens(cls, True)]))
         return both[: ids.shape[0]], both[ids.shape[0]:]
 
     def start(self, seed, noise):

@@ -83,7 +83,8 @@ def dtype_name(dtype) -> str | None:
 def empty_row(spec: ModelSpec, mode: str, dtype, batch: int, protocol: str | None) -> dict:
     """A result row with every field present and no figures yet."""
     row = {"model": spec.key, "label": spec.label, "family": spec.family, "resolution": spec.resolution,
-           "protocol": protocol, "pipeline": mode, "dtype": dtype_name(dtype), "tf32": False, "cuda_graph": False,
+           "protocol": protocol, "pipeline": mode, "dtype": dtype_name(dtype), "dtype_reason": None, "tf32": False,
+           "cuda_graph": False,
            "batch_size": batch, "warmup": None, "steps": None, "full_steps": None, "generator_forwards": None,
            "status": "ok", "message": None, "warnings": []}
     row.update({key: None for key in ROW_FIGURES})
@@ -141,7 +142,8 @@ def prepare(job: Job, models, settings: Settings) -> None:
     runner = job.runner = spec.runner(models, job.mode, job.dtype, job.project_steps if job.projected else None,
                                       not job.projected)
     flops = runner.flops()
-    row.update(dtype=dtype_name(runner.dtype), cuda_graph=bool(runner.cuda_graph), steps=runner.steps,
+    row.update(dtype=dtype_name(runner.dtype), dtype_reason=runner.describe().get("dtype_reason"),
+               cuda_graph=bool(runner.cuda_graph), steps=runner.steps,
                full_steps=runner.describe()["full_steps"], generator_forwards=flops["generator_forwards"],
                gflop_per_image=flops["total"] / 1e9,
                gflop_by_stage={k: flops[k] / 1e9 for k in ("generator", "vit_decoder", "pixel_decoder")})

@@ -223,7 +223,9 @@ def print_report(console, payload: dict, *, stages: bool, notes: list[str], wide
         console.print(results_table(rows, title, marks, wide))
     if stages and any(r["stages"] for r in rows):
         console.print(stages_table(rows, "ms per stage, each alone (* projected)", wide))
-    for line in marks.lines() + [f"note: {n}" for n in notes]:
+    reasons = dict.fromkeys(f"{r['pipeline']} {r['dtype']}: {r['dtype_reason']}" for r in rows
+                            if r.get("dtype_reason") and r.get("dtype_reason") != "given")
+    for line in marks.lines() + [f"dtype: {n}" for n in reasons] + [f"note: {n}" for n in notes]:
         console.print(line, markup=False)
     if cpu:
         console.print(f"[bold yellow]{CPU_NOTICE}[/]")
