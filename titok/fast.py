@@ -188,23 +188,13 @@ class FoldedConv2dSame(Conv2dSame):
 class FastResnetBlock(ResnetBlock):
     """ResnetBlock with SiLU and the residual add in place (on fresh GroupNorm / conv outputs); same values."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x), inplace=True))
-        h = self.conv2(F.silu(self.norm2(h), inplace=True))
-        residual = self.nin_shortcut(h) if self.in_channels != self.out_channels else x  # official quirk
-        return h.add_(residual)
+    inplace_activations = True
 
 
 class FastPixelDecoder(PixelDecoder):
     """PixelDecoder with the final SiLU in place; same values."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
-        for block in self.mid:
-            x = block(x)
-        for block in reversed(self.up):
-            x = block(x)
-        return self.conv_out(F.silu(self.norm_out(x), inplace=True))
+    inplace_activations = True
 
 
 FAST_CLASSES = {Conv2dSame: FoldedConv2dSame, ResnetBlock: FastResnetBlock, PixelDecoder: FastPixelDecoder}

@@ -38,6 +38,8 @@ class Conv2dSame(nn.Conv2d):
 
 
 class ResnetBlock(nn.Module):
+    inplace_activations = False  # the fast runtime's copy sets it: SiLU and the residual add in place, same values
+
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -50,11 +52,11 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = x
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(F.silu(self.norm1(x), inplace=self.inplace_activations))
+        h = self.conv2(F.silu(self.norm2(h), inplace=self.inplace_activations))
         if self.in_channels != self.out_channels:
             residual = self.nin_shortcut(h)  # official quirk: shortcut of the output, not of x
-        return h + residual
+        return h.add_(residual) if self.inplace_activations else h + residual
 
 
 class UpsamplingBlock(nn.Module):
@@ -80,6 +82,8 @@ class UpsamplingBlock(nn.Module):
 class PixelDecoder(nn.Module):
     """Latents (B, 256, h, w) -> images (B, 3, 16h, 16w), unclamped."""
 
+    inplace_activations = False  # as ResnetBlock's
+
     def __init__(self, hidden: int = 128):
         super().__init__()
         block_in = hidden * CHANNEL_MULT[-1]
@@ -96,7 +100,7 @@ class PixelDecoder(nn.Module):
             x = block(x)
         for block in reversed(self.up):
             x = block(x)
-        return self.conv_out(F.silu(self.norm_out(x)))
+        return self.conv_out(F.silu(self.norm_out(x), inplace=self.inplace_activations))
 
 
 class PixelQuantizer(nn.Module):

@@ -11,7 +11,7 @@
 - `report` / `plots`: rich tables and figures made from the result rows.
 """
 from titok_bench.harness.env import device_peaks, device_slug, environment, parse_device
-from titok_bench.harness.timing import Timing, summarize_ms, time_chain, time_fn
+from titok_bench.harness.timing import Timing, micro_settings, summarize_ms, time_chain, time_fn
 
-__all__ = ["Timing", "device_peaks", "device_slug", "environment", "parse_device", "summarize_ms", "time_chain",
-           "time_fn"]
+__all__ = ["Timing", "device_peaks", "device_slug", "environment", "micro_settings", "parse_device", "summarize_ms",
+           "time_chain", "time_fn"]

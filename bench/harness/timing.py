@@ -123,3 +123,20 @@ def time_samples(fn: Callable[[], object], *, device: torch.device | str, warmup
 def time_fn(fn: Callable[[], object], *, device: torch.device | str, warmup: int = 3, iters: int = 10) -> Timing:
     """Time `fn()`: median / p20 / p80 milliseconds."""
     return summarize_ms(time_samples(fn, device=device, warmup=warmup, iters=iters))
+
+
+@dataclasses.dataclass(frozen=True)
+class MicroSettings:
+    """How a kernel micro-benchmark runs on a device: full shapes and 5 + 50 calls on a GPU; quick shapes
+    and 1 + 5 calls on a CPU (the interpreter or torch: a check that it runs, not a measurement)."""
+
+    device: torch.device
+    quick: bool
+    warmup: int
+    iters: int
+
+
+def micro_settings(device, quick: bool = False) -> MicroSettings:
+    device = torch.device(device)
+    on_gpu = device.type == "cuda"
+    return MicroSettings(device, quick or not on_gpu, *((5, 50) if on_gpu else (1, 5)))

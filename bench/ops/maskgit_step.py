@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from titok_bench.harness import device_peaks, time_fn
+from titok_bench.harness import device_peaks, micro_settings, time_fn
 
 OP = "maskgit_step"
 B, K, V, QUICK_B = 256, 32, 4096, 8
@@ -49,11 +49,9 @@ def run(device, *, quick: bool = False) -> list[dict]:
     from titok_kernels.maskgit_step import maskgit_step
     from titok_kernels.reference import maskgit_step_torch
 
-    device = torch.device(device)
-    on_gpu = device.type == "cuda"
-    quick = quick or not on_gpu
+    settings = micro_settings(device, quick)
+    device, quick, warmup, iters = settings.device, settings.quick, settings.warmup, settings.iters
     peaks = device_peaks(device)
-    warmup, iters = (5, 50) if on_gpu else (1, 5)
     dtype = torch.float32
     b = QUICK_B if quick else B
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -68,7 +66,7 @@ def run(device, *, quick: bool = False) -> list[dict]:
         return maskgit_step_torch(cond, uncond, ids, u_sample, u_conf, mask_id=V, **STEP)
 
     providers = []
-    if on_gpu:
+    if device.type == "cuda":
         seed = torch.tensor([1], dtype=torch.int64, device=device)
         noise = (torch.rand(b, K, V, device=device), torch.rand(b, K, device=device))
         providers.append(("triton", "seed", lambda: maskgit_step(cond, uncond, ids, mask_id=V, seed=seed, offset=0,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from titok_bench.harness import device_peaks, time_fn
+from titok_bench.harness import device_peaks, micro_settings, time_fn
 
 OP = "nearest_code"
 CASES = [  # (M, N, D, l2_normalize, quick M)
@@ -56,11 +56,9 @@ def run(device, *, quick: bool = False) -> list[dict]:
     from titok_kernels.nearest_code import nearest_code
     from titok_kernels.reference import nearest_code_torch
 
-    device = torch.device(device)
-    on_gpu = device.type == "cuda"
-    quick = quick or not on_gpu
+    settings = micro_settings(device, quick)
+    device, quick, warmup, iters = settings.device, settings.quick, settings.warmup, settings.iters
     peaks = device_peaks(device)
-    warmup, iters = (5, 50) if on_gpu else (1, 5)
     dtype = torch.float32
     rows = []
     for m, n, d, l2, quick_m in CASES:
@@ -70,7 +68,7 @@ def run(device, *, quick: bool = False) -> list[dict]:
         codebook = torch.randn(n, d, generator=gen).to(device=device, dtype=dtype)
         shape = {"M": m, "N": n, "D": d, "l2_normalize": l2}
         providers = {"official_torch": lambda: nearest_code_torch(z, codebook, l2_normalize=l2)}
-        if on_gpu:
+        if device.type == "cuda":
             providers["triton"] = lambda: nearest_code(z, codebook, l2_normalize=l2, backend="triton")
         for name, fn in providers.items():
             rows.append(_row(name, shape, dtype, time_fn(fn, device=device, warmup=warmup, iters=iters), peaks))
