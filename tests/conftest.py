@@ -66,3 +66,21 @@ def golden_generator(name: str):
     model = build_generator_model(gcfg, "meta").to_empty(device="cpu")
     load_strict(model, load_file(golden_path(f"{name}.generator.safetensors")), part="generator", label=name)
     return model.eval(), gcfg.sampler, load_file(golden_path(f"{name}.generator.io.safetensors"))
+
+
+def snapshot(root) -> dict:
+    """Every file and folder under root: relative path -> (content hash, mode) for files, "dir" for folders;
+    two snapshots equal when nothing was written, replaced, created or re-moded."""
+    import hashlib
+    import stat
+
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
+        for f in files:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                digest = hashlib.sha256(fh.read()).hexdigest()
+            out[os.path.relpath(p, root)] = (digest, stat.S_IMODE(os.stat(p).st_mode))
+    return out

@@ -10,10 +10,8 @@ Derandomized, so that CI runs the same 25 examples every time.
 import contextlib
 import dataclasses
 import io
-import os
 import re
 import shutil
-import stat
 import tempfile
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conftest import snapshot
 from titok.cli import main
 from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig
 from titok.loading import build_generator_model, build_tokenizer, init_random_weights
@@ -91,17 +90,6 @@ def _make_input(folder: Path, kind: str, i: int, noise: bytes) -> Path:
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
                          + chunk(b"IEND", b""))
     return path  # "missing": a path that is never created
-
-
-def _snapshot(root: Path) -> dict:
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = (Path(p).read_bytes(), stat.S_IMODE(os.stat(p).st_mode))
-    return out
 
 
 bad_number = st.one_of(st.integers(-3, 0).map(str), st.integers(2**63, 2**66).map(str),
@@ -183,11 +171,11 @@ def test_any_arguments_and_files_give_success_or_one_line_exit_2(models, scenari
         if scenario["command"] != "info":
             argv += ["--out", str(_out_path(root, work, scenario, inputs))]
         argv += scenario["options"]
-        before = _snapshot(root)
+        before = snapshot(root)
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             rc = main(argv)
-        after = _snapshot(root)
+        after = snapshot(root)
         lines = [line for line in err.getvalue().splitlines() if line.strip()]
         assert "Traceback" not in err.getvalue(), (argv, err.getvalue())
         allowed = {0, 2, 3} if "--skip-errors" in argv else {0, 2}

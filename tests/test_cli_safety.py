@@ -5,7 +5,6 @@ Most cases call `titok.cli.main` in-process (fast); the ones where the process i
 stderr, umask, imports) run `python -m titok` in a subprocess.
 """
 import dataclasses
-import hashlib
 import json
 import os
 import stat
@@ -18,6 +17,7 @@ import torch
 from PIL import Image
 
 import titok.cli as cli
+from conftest import snapshot
 from titok.cli import main
 from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig
 from titok.images import load_image, to_uint8
@@ -45,19 +45,6 @@ def _rgb(path, size=(80, 60), seed=0):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
     return path
-
-
-def _snapshot(root):
-    """Every file and folder under root: relative path -> content hash and mode (folders: 'dir')."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(dirpath, d), root)] = "dir"
-        for f in files:
-            p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = (hashlib.sha256(open(p, "rb").read()).hexdigest(),
-                                             stat.S_IMODE(os.stat(p).st_mode))
-    return out
 
 
 def cli_run(capsys, *argv):
@@ -114,12 +101,12 @@ def test_an_output_never_replaces_an_input(tmp_path, models):
     photos = tmp_path / "photos"
     _rgb(photos / "a.png", (300, 200))
     _rgb(photos / "b.jpg", seed=1)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     for extra in ([], ["--overwrite"]):   # not even with --overwrite
         rc, _, err = run("reconstruct", photos, "--checkpoint", models / "tok", "--out", photos, *extra)
         assert_one_line_error(rc, err, "is an input file: an output never replaces an input")
         assert "Traceback" not in "\n".join(err)
-        assert _snapshot(tmp_path) == before
+        assert snapshot(tmp_path) == before
 
 
 def test_inputs_sharing_a_name_get_distinct_outputs(tmp_path, models, capsys):
@@ -150,10 +137,10 @@ def test_existing_outputs_are_replaced_only_with_overwrite(tmp_path, models, cap
     for argv in (["reconstruct", tmp_path / "in", *tok, "--out", tmp_path / "o"],
                  ["tokenize", tmp_path / "in", *tok, "--out", tmp_path / "t.npy"],
                  ["generate", *gen, "--classes", "1", "--out", tmp_path / "g.png"]):
-        before = _snapshot(tmp_path)
+        before = snapshot(tmp_path)
         rc, _, err = cli_run(capsys, *argv)
         assert_one_line_error(rc, err, "exists; pass --overwrite to replace it")
-        assert _snapshot(tmp_path) == before      # nothing replaced, nothing else written (no a.png either)
+        assert snapshot(tmp_path) == before      # nothing replaced, nothing else written (no a.png either)
         rc, _, _ = cli_run(capsys, *argv, "--overwrite")
         assert rc == 0
     assert json.loads((tmp_path / "o" / "b.tokens.json").read_text())["image"].endswith("b.png")
@@ -247,10 +234,10 @@ def test_errors_in_a_real_process_are_one_line(tmp_path, models, case):
                        tmp_path / "o"], "config.json is not a text file"
     else:
         argv, match = ["generate", *gen, "--out", _unwritable_dir(tmp_path) / "sub" / "g.png"], "cannot write in"
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     rc, out, err = run(*argv)
     assert_one_line_error(rc, err, match)
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -291,7 +278,7 @@ def test_bad_values_are_one_line_errors(tmp_path, models, capsys, argv, match):
     (tmp_path / "empty_cfg" / "config.json").write_text("{}")
     (tmp_path / "empty_cfg" / "model.safetensors").write_bytes((models / "tok" / "model.safetensors").read_bytes())
     _png_header_only(tmp_path / "huge.png", 20000, 20000)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     args = []
     for a in argv:
         if a == "{gen}":
@@ -300,7 +287,7 @@ def test_bad_values_are_one_line_errors(tmp_path, models, capsys, argv, match):
             args.append(a.format(m=models, d=tmp_path))
     rc, _, err = cli_run(capsys, *args)
     assert_one_line_error(rc, err, match)
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 # ---- errors before any work ---------------------------------------------------------------------------
@@ -330,12 +317,12 @@ def test_a_corrupt_image_stops_the_run_before_the_model_runs(tmp_path, models, c
 
     folder = _folder_with_a_corrupt_image(tmp_path)
     monkeypatch.setattr(Pipeline, "encode", lambda *a: pytest.fail("the model ran"))
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     for cmd, out in (("tokenize", tmp_path / "t.npy"), ("reconstruct", tmp_path / "o")):
         rc, _, err = cli_run(capsys, cmd, folder, "--checkpoint", models / "tok", "--out", out, "--batch-size", "4")
         assert_one_line_error(rc, err, "1 of 9 images cannot be read (first: ")
         assert "8.png is not a readable image" in err[0] and "--skip-errors" in err[0]
-        assert _snapshot(tmp_path) == before
+        assert snapshot(tmp_path) == before
 
 
 def test_skip_errors_lists_the_skipped_files_and_exits_3(tmp_path, models, capsys):

@@ -209,6 +209,14 @@ def _report_skipped(skipped, total: int, where: str = "") -> int:
 
 # ---- commands --------------------------------------------------------------------------------------------
 
+def _start_image_run(args, items, progress, device, what: str):
+    """(tokenizer, pipeline, progress task) of an image command, every input checked first (unless skipping)."""
+    if not args.skip_errors:
+        _check_inputs(items, progress)
+    tok = _load_tokenizer(args, device)
+    return tok, _pipeline(args, tok), progress.add_task(what, total=len(items))
+
+
 def cmd_reconstruct(args) -> int:
     import torch
 
@@ -225,11 +233,7 @@ def cmd_reconstruct(args) -> int:
         outputs.check_file(js, flag="output")
     rows, skipped = [], []
     with outputs, _progress() as progress, torch.no_grad():
-        if not args.skip_errors:
-            _check_inputs(items, progress)
-        tok = _load_tokenizer(args, device)
-        pipe = _pipeline(args, tok)
-        task = progress.add_task("reconstructing", total=len(items))
+        tok, pipe, task = _start_image_run(args, items, progress, device, "reconstructing")
         for batch in _batches(plan, args.batch_size):
             kept, tensors = _load_batch(batch, tok.image_size, args.skip_errors, skipped)
             if kept:
@@ -279,11 +283,7 @@ def cmd_tokenize(args) -> int:
     outputs.check_file(files_json, flag="output")
     chunks, done, skipped = [], [], []
     with outputs, _progress() as progress, torch.no_grad():
-        if not args.skip_errors:
-            _check_inputs(items, progress)
-        tok = _load_tokenizer(args, device)
-        pipe = _pipeline(args, tok)
-        task = progress.add_task("tokenizing", total=len(items))
+        tok, pipe, task = _start_image_run(args, items, progress, device, "tokenizing")
         for batch in _batches([(x,) for x in items], args.batch_size):
             kept, tensors = _load_batch(batch, tok.image_size, args.skip_errors, skipped)
             if kept:
