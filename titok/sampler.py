@@ -1,7 +1,7 @@
 """The reference MaskGIT sampler: the official `ImageBert.generate`, quirks and random-number order included.
 
-Pure torch on every device: each step is the reference step of `titok.scheduler` (never a Triton
-kernel). Random-number order per step, as the official sampler: one `torch.rand(B)` per
+Pure torch on every device: the eager runtime's loop (`titok.runtimes.EagerRuntime.sample`), each
+step the reference step of `titok.scheduler` (never a Triton kernel). Random-number order per step, as the official sampler: one `torch.rand(B)` per
 generator forward (the class-drop mask; two forwards with guidance), then uniform noise over
 (B, K, V) for the sampled ids, then over (B, K) for the confidence.
 """
@@ -11,6 +11,7 @@ import torch
 
 from titok.configs import SamplerConfig
 from titok.errors import TiTokInputError
+from titok.runtimes import EagerRuntime
 from titok.scheduler import MaskGITScheduler, sampling_schedule
 
 __all__ = ["check_class_ids", "generate", "sampling_schedule"]
@@ -34,26 +35,15 @@ def check_class_ids(condition: torch.Tensor, num_classes: int) -> None:
 
 @torch.no_grad()
 def generate(generator, condition: torch.Tensor, cfg: SamplerConfig | MaskGITScheduler | None = None, *,
-             noise=None, forward=None) -> torch.Tensor:
+             noise=None) -> torch.Tensor:
     """Official MaskGIT sampling: class ids (B,) -> token ids (B, K).
 
     cfg: the sampler settings (default: the generator's own, `generator.cfg.sampler`) or a scheduler.
     With `noise=None` the global torch RNG is used in the official order: after
     `torch.manual_seed(s)` on CPU this returns exactly the official sampler's ids.
     `noise` may instead give each step's (sample noise (B, K, V), confidence noise (B, K)).
-    `forward`: the callable run as the generator's forward (e.g. a compiled one); default `generator`.
     """
     check_class_ids(condition, generator.cfg.num_classes)
     scheduler = cfg if isinstance(cfg, MaskGITScheduler) else MaskGITScheduler.for_generator(generator, cfg)
-    forward = forward or generator
-    ids = scheduler.initial_ids(condition.shape[0], condition.device)
-    for s in scheduler:
-        cond_logits = forward(ids, condition, cond_drop_prob=0.0)
-        uncond_logits = forward(ids, condition, cond_drop_prob=1.0) if s.guided else None
-        if noise is None:
-            step_noise = (torch.empty_like(cond_logits, dtype=torch.float).uniform_(0, 1),
-                          torch.empty(ids.shape, device=ids.device, dtype=torch.float).uniform_(0, 1))
-        else:
-            step_noise = noise[s.step]
-        ids = scheduler.step(s, cond_logits, uncond_logits, ids, noise=step_noise)
-    return ids
+    return EagerRuntime(None, generator, scheduler, dtype=torch.float32, device=condition.device).sample(
+        condition, noise=noise)
