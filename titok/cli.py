@@ -459,6 +459,15 @@ def _add_image_commands(sub, models: list) -> None:
     p.set_defaults(func=cmd_tokenize)
 
 
+def add_sampler_overrides(p, max_steps: int) -> None:
+    """--guidance-scale, --temperature, --steps: what `_load_generation` changes in the generator's sampler."""
+    p.add_argument("--guidance-scale", type=_finite_float(), metavar="X", help="override the guidance scale (>= 0)")
+    p.add_argument("--temperature", type=_finite_float(), metavar="X",
+                   help="override the randomize (Gumbel) temperature (>= 0)")
+    p.add_argument("--steps", type=_int_in(1, max_steps), metavar="N",
+                   help=f"override the number of sampling steps (1..{max_steps})")
+
+
 def _add_generate_command(sub, models: list) -> None:
     """`generate`: one grid of class-conditional samples."""
     p = sub.add_parser("generate", help="generate class-conditional images with the MaskGIT generator",
@@ -473,11 +482,7 @@ def _add_generate_command(sub, models: list) -> None:
     p.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=0,
                    help="torch.manual_seed before sampling, 0..2^64-1 (default: 0); batches draw on from it. "
                         "The fast mode is reproducible too, but draws differently")
-    p.add_argument("--guidance-scale", type=_finite_float(), metavar="X", help="override the guidance scale (>= 0)")
-    p.add_argument("--temperature", type=_finite_float(), metavar="X",
-                   help="override the randomize (Gumbel) temperature (>= 0)")
-    p.add_argument("--steps", type=_int_in(1, MAX_STEPS), metavar="N",
-                   help=f"override the number of sampling steps (1..{MAX_STEPS})")
+    add_sampler_overrides(p, MAX_STEPS)
     p.add_argument("--columns", type=_int_in(1), metavar="N",
                    help="grid columns (default: up to 8; never more than the number of images)")
     p.add_argument("--out", required=True, metavar="FILE.png",

@@ -992,7 +992,7 @@ def _model_flags(p, models: list[str], tokenizer_flag: str) -> None:
 
 def add_sample_parser(sub, models: list[str]) -> None:
     """Register `titok sample` on the `titok` command's subparsers."""
-    from titok.cli import _finite_float, _int_in
+    from titok.cli import _int_in, add_sampler_overrides
 
     p = sub.add_parser(
         "sample", help="generate a class-conditional evaluation set (.npz for FID), resumable, multi-GPU",
@@ -1023,10 +1023,7 @@ def add_sample_parser(sub, models: list[str]) -> None:
     p.add_argument("--shard-size", type=_int_in(1), default=DEFAULT_SHARD, metavar="N",
                    help=f"samples per shard file, the unit of resume and of work per process (default: "
                         f"{DEFAULT_SHARD})")
-    p.add_argument("--guidance-scale", type=_finite_float(), metavar="X", help="override the guidance scale (>= 0)")
-    p.add_argument("--temperature", type=_finite_float(), metavar="X",
-                   help="override the randomize (Gumbel) temperature (>= 0)")
-    p.add_argument("--steps", type=_int_in(1, MAX_STEPS - 1), metavar="N", help="override the number of steps")
+    add_sampler_overrides(p, MAX_STEPS - 1)
     p.add_argument("--no-png", action="store_true", help="write no per-sample PNGs (only the .npz)")
     p.add_argument("--keep-shards", action="store_true", help="keep shards/ after samples.npz is written")
     p.set_defaults(func=run_sample)
