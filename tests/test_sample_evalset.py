@@ -146,6 +146,108 @@ def test_bf16_fast_and_reference_do_not_depend_on_batch_size(models, tmp_path):
         assert digests[0] == digests[1], mode
 
 
+@pytest.fixture
+def restore_threads():
+    saved = torch.get_num_threads()
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_sample_set_does_not_depend_on_the_thread_count(models, tmp_path, restore_threads):
+    """One process, torch's intra-op thread count 1 vs 2 (1: the items run one after another; 2: two at once on
+    the pool), reference and fast, fp32 and bf16: the same tokens.npy and samples.npz bytes, and titok decode
+    gives the same pixels at either count. The guarantee comes from every work item running on ONE intra-op
+    thread (next test), which is what makes it hold on CPUs whose kernels round by thread count (Intel/AMX)."""
+    for mode, dtype in (("reference", "float32"), ("fast", "float32"), ("fast", "bfloat16")):
+        digests = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out = tmp_path / f"{mode}_{dtype}_{threads}"
+            args = _sample_args(models, out, "--batch-size", "3", "--mode", mode, "--classes", "0-5", "--no-png")
+            args[args.index("--dtype") + 1] = dtype
+            assert main(args) == 0
+            assert torch.get_num_threads() == threads  # the caller's count is restored
+            manifest = json.loads((out / "manifest.json").read_text())
+            assert manifest["pixels_depend_on"]["intra_op_threads_per_item"] == 1
+            digests.append((_digest(out / "tokens.npy"), _digest(out / "samples.npz")))
+        assert digests[0] == digests[1], (mode, dtype)
+    decoded = []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        dec = tmp_path / f"dec{threads}"
+        assert main(["decode", str(tmp_path / "fast_float32_1" / "tokens.npy"), "--checkpoint", str(models / "tok"),
+                     "--out", str(dec), "--dtype", "float32", "--mode", "fast", "--batch-size", "4",
+                     "--device", "cpu"]) == 0
+        decoded.append([p.read_bytes() for p in sorted(dec.iterdir())])
+    assert decoded[0] == decoded[1] and len(decoded[0]) == 12
+
+
+def test_every_work_item_runs_on_one_intra_op_thread(models, restore_threads):
+    """generate_shard on a CPU: each generation batch and each decode chunk sees torch.get_num_threads() == 1,
+    two pool threads share the work, results come back in order, and the caller's thread count is restored."""
+    import threading
+
+    from titok.evalset import generate_shard
+    from titok.pipeline import Pipeline
+    from titok.loading import load_generator, load_tokenizer
+
+    pipe = Pipeline(load_tokenizer(str(models / "tok")), load_generator(str(models / "gen")), mode="fast",
+                    dtype=torch.float32)
+    seen = []
+    for name in ("generate_tokens", "decode_tokens"):
+        real = getattr(pipe, name)
+
+        def spy(*a, _real=real, _name=name, **kw):
+            seen.append((_name, torch.get_num_threads(), threading.get_ident()))
+            return _real(*a, **kw)
+        setattr(pipe, name, spy)
+    torch.set_num_threads(2)
+    plan = EvalPlan(tuple(range(10)), 1, 10)
+    images, labels, tokens = generate_shard(pipe, plan, 0, 0, batch_size=3, decode_batch=4)
+    assert torch.get_num_threads() == 2
+    assert [n for n, _, _ in seen].count("generate_tokens") == 4 and [n for n, _, _ in seen].count("decode_tokens") == 3
+    assert {t for _, t, _ in seen} == {1}
+    assert len({ident for _, _, ident in seen}) == 2 and threading.get_ident() not in {i for _, _, i in seen}
+    alone, _, tokens_alone = generate_shard(pipe, plan, 0, 0, batch_size=3, decode_batch=4, workers=1)
+    assert np.array_equal(tokens, tokens_alone) and np.array_equal(images, alone) and labels.tolist() == list(range(10))
+
+
+def test_item_runner_contract(restore_threads):
+    from titok.cpu_threads import ItemRunner
+
+    torch.set_num_threads(2)
+    with ItemRunner("cpu") as runner:
+        assert runner.workers == 2 and torch.get_num_threads() == 1
+        assert list(runner.map(lambda x: (x * x, torch.get_num_threads()), range(5))) == [(x * x, 1) for x in range(5)]
+
+        def boom(x):
+            if x == 3:
+                raise ValueError("item 3")
+            return x
+        with pytest.raises(ValueError, match="item 3"):
+            list(runner.map(boom, range(5)))
+    assert torch.get_num_threads() == 2
+    with pytest.raises(RuntimeError, match="inside"):
+        list(ItemRunner("cpu").map(abs, [1]))
+    with pytest.raises(ValueError, match="workers"):
+        ItemRunner("cpu", workers=0)
+    with ItemRunner("meta") as other:  # not a CPU: items run in the caller's thread, the thread count untouched
+        assert torch.get_num_threads() == 2 and list(other.map(abs, [-1, -2])) == [1, 2]
+
+
+def test_old_format_folder_is_refused_with_one_line(models, tmp_path, capsys):
+    out = tmp_path / "old"
+    assert main(_sample_args(models, out, "--classes", "0-1", "--num-per-class", "1", "--no-png")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format"] = "titok-sample/1"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    (out / "samples.npz").unlink()
+    capsys.readouterr()
+    assert main(_sample_args(models, out, "--classes", "0-1", "--num-per-class", "1", "--no-png")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "titok-sample/1" in err[0] and "thread count" in err[0], err
+
+
 # ---- errors, and decode ------------------------------------------------------------------------------------
 
 def test_sample_errors_are_one_line(models, tmp_path, capsys):

@@ -25,8 +25,10 @@ batch shape and position whatever the number of processes and however often the 
 Randomness: sample i's uniforms depend on (seed, i) only (the counter-based scheme below, passed to
 `Pipeline.generate_tokens(noise=...)`), never on the batch, the rank or the run. Decoding runs in
 chunks of exactly --decode-batch-size rows (the last one padded): the CPU's convolution algorithm
-choice depends on the batch size and the thread count (measured: up to 15/255 in bf16), a fixed
-chunk removes that.
+choice depends on the batch size (measured: up to 15/255 in bf16), a fixed chunk removes that. On a
+CPU every generation batch and decode chunk runs with ONE intra-op thread, several at once
+(`titok.cpu_threads.ItemRunner`): kernels that round by thread count (oneDNN on Intel/AMX) cannot
+make the set depend on the thread count. docs/sampling-at-scale.md has the guarantees.
 
 Noise scheme (counter-based, version 1): sample i's uniforms at step s are
 `splitmix64(key + c * GAMMA) >> 40` scaled to [0, 1) (24 bits, exact in fp32) for the counters
@@ -52,7 +54,7 @@ from pathlib import Path
 from titok.errors import TiTokInputError
 
 NOISE_SCHEME = "splitmix64-counter-v1"
-FORMAT = "titok-sample/1"
+FORMAT = "titok-sample/2"   # 2: CPU work items run with one intra-op thread (titok.cpu_threads)
 _MASK64 = (1 << 64) - 1
 _GAMMA = 0x9E3779B97F4A7C15
 _MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
@@ -372,6 +374,35 @@ def settings_differences(old: dict, new: dict) -> list[str]:
     return diffs
 
 
+def pixel_dependencies(device_type: str) -> dict:
+    """What, besides the settings, the samples' bits depend on (recorded in manifest.json, not compared)."""
+    import platform
+
+    import torch
+
+    if device_type == "cpu":
+        from titok.cpu_threads import THREADS_PER_ITEM
+
+        return {"intra_op_threads_per_item": THREADS_PER_ITEM, "cpu": _cpu_model(), "machine": platform.machine(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+                "not": "the thread count, the number of processes, the batch size, resumes"}
+    return {"device": device_type, "torch": torch.__version__, "batch_size": "yes: the GPU's kernels are chosen by "
+            "shape (keep --batch-size to reproduce a set)", "not": "the number of processes, resumes"}
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown"
+
+
 def prepare_output(layout: Layout, settings: dict, sources: dict | None = None) -> tuple[str, str]:
     """Rank 0, before any work: ("new" | "resume" | "complete" | "error", message). A new folder gets
     manifest.json: `settings` (compared on every restart: the model by its configs and weights digest)
@@ -388,11 +419,20 @@ def prepare_output(layout: Layout, settings: dict, sources: dict | None = None) 
             old_settings = old["settings"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             return "error", f"{layout.manifest} is unreadable ({type(exc).__name__}); use another --out"
+        if old.get("format") != FORMAT:
+            return "error", (f"{out} was made by another version of titok sample (format {old.get('format')!r}, "
+                             f"this one writes {FORMAT!r}: on a CPU its pixels depended on the thread count); "
+                             "give another --out")
         diffs = settings_differences(old_settings, settings)
         if diffs:
             more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
             return "error", (f"{out} holds a run with other settings: {'; '.join(diffs[:3])}{more}. Run the same "
                              "command to resume it, or give another --out")
+        here = json.loads(json.dumps(pixel_dependencies(settings.get("device_type", "cpu"))))
+        if old.get("pixels_depend_on") != here and not layout.npz.is_file():
+            print(f"titok sample: note: {out} was started with {json.dumps(old.get('pixels_depend_on'))[:200]}; "
+                  f"here: {json.dumps(here)[:200]}: the shards made here may differ in the last bits of their "
+                  "pixels from a run made there", file=sys.stderr)
         return ("complete" if layout.npz.is_file() else "resume"), ""
     if layout.npz.exists() or layout.shards.exists():
         return "error", f"{out} holds samples.npz or shards/ but no manifest.json: not a titok sample folder; " \
@@ -402,7 +442,8 @@ def prepare_output(layout: Layout, settings: dict, sources: dict | None = None) 
 
         save_json(layout.manifest, {"format": FORMAT, "settings": settings, "sources": sources or {},
                                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                    "environment": {"torch": torch.__version__, "python": sys.version.split()[0]}})
+                                    "environment": {"torch": torch.__version__, "python": sys.version.split()[0]},
+                                    "pixels_depend_on": pixel_dependencies(settings.get("device_type", "cpu"))})
     except OSError as exc:
         return "error", f"--out {out}: cannot write there ({exc.strerror or type(exc).__name__})"
     return "new", ""
@@ -429,16 +470,16 @@ def _remove_stale_temporaries(layout: Layout) -> None:
 
 # ---- generation ---------------------------------------------------------------------------------------------
 
-def decode_fixed(pipe, tokens, rows: int, check=None):
+def decode_fixed(pipe, tokens, rows: int, check=None, runner=None):
     """Token ids (n, K) -> uint8 images (n, H, W, 3), decoded in chunks of exactly `rows` (the last one padded
-    with copies of its last row), so that an image never depends on how many were decoded together."""
+    with copies of its last row), so that an image never depends on how many were decoded together. With a
+    `titok.cpu_threads.ItemRunner` (entered), the chunks run on it: one intra-op thread each on a CPU."""
     import numpy as np
     import torch
 
     from titok.images import to_uint8
 
-    out = []
-    for c in range(0, tokens.shape[0], rows):
+    def decode(c):
         chunk = tokens[c:c + rows]
         n = chunk.shape[0]
         if n < rows:
@@ -446,44 +487,53 @@ def decode_fixed(pipe, tokens, rows: int, check=None):
         images = pipe.decode_tokens(chunk)[:n]
         if check is not None:
             check(images)
-        out.append(to_uint8(images))
+        return to_uint8(images)
+
+    starts = range(0, tokens.shape[0], rows)
+    out = list(runner.map(decode, starts)) if runner is not None else [decode(c) for c in starts]
     return np.concatenate(out)
 
 
 def generate_shard(pipe, plan: EvalPlan, seed: int, j: int, *, batch_size: int, decode_batch: int,
-                   on_done=None, write_png=None, check=None):
+                   on_done=None, write_png=None, check=None, workers: int | None = None):
     """Shard j's (images uint8 (n, H, W, 3), labels (n,), tokens (n, K)). Tokens are generated in batches of
     `batch_size` from the shard's start; images are decoded in chunks of exactly `decode_batch` rows from the
-    shard's start (the shard's last chunk padded). `write_png(index, label, image)` is called per sample and
-    `on_done(n)` after each decoded chunk."""
+    shard's start (the shard's last chunk padded). On a CPU every batch and every chunk runs with ONE intra-op
+    thread, `workers` of them at once (default: the caller's thread count; `titok.cpu_threads`), so that the
+    result does not depend on the thread count. `write_png(index, label, image)` is called per sample and
+    `on_done(n)` after each decoded chunk, in order."""
     import numpy as np
     import torch
+
+    from titok.cpu_threads import ItemRunner
 
     start, stop = plan.shard_range(j)
     n = stop - start
     labels = plan.labels(start, stop)
     cfg = pipe.generator.cfg
-    tokens = torch.empty((n, cfg.image_seq_len), dtype=torch.long, device=pipe.device)
-    images = None
-    decoded = 0
-    for b in range(0, n, batch_size):
+
+    def tokens_of(b):
         e = min(b + batch_size, n)
         idx = torch.arange(start + b, start + e, device=pipe.device)
         cls = torch.as_tensor(labels[b:e], device=pipe.device)
-        noise = SampleNoise(seed, idx, len(pipe.scheduler), cfg.image_seq_len, cfg.codebook_size)
-        tokens[b:e] = pipe.generate_tokens(cls, noise=noise)
-        while e - decoded >= decode_batch or (e == n and decoded < n):
-            d = min(decoded + decode_batch, n)
-            pix = decode_fixed(pipe, tokens[decoded:d], decode_batch, check)
+        return pipe.generate_tokens(cls, noise=SampleNoise(seed, idx, len(pipe.scheduler), cfg.image_seq_len,
+                                                           cfg.codebook_size))
+
+    def images_of(c):
+        return decode_fixed(pipe, tokens[c:c + decode_batch], decode_batch, check)
+
+    with ItemRunner(pipe.device, workers) as runner:
+        tokens = torch.cat(list(runner.map(tokens_of, range(0, n, batch_size))))
+        images = None
+        for c, pix in zip(range(0, n, decode_batch), runner.map(images_of, range(0, n, decode_batch))):
             if images is None:
                 images = np.empty((n, *pix.shape[1:]), dtype=np.uint8)
-            images[decoded:d] = pix
+            images[c:c + len(pix)] = pix
             if write_png is not None:
-                for r in range(d - decoded):
-                    write_png(start + decoded + r, int(labels[decoded + r]), pix[r])
+                for r in range(len(pix)):
+                    write_png(start + c + r, int(labels[c + r]), pix[r])
             if on_done is not None:
-                on_done(d - decoded)
-            decoded = d
+                on_done(len(pix))
     return images, labels, tokens.cpu().numpy()
 
 
@@ -777,6 +827,7 @@ def _verdict(job: _Job, args):
         "num_samples": plan.num_samples, "order": "sample i has class classes[i % len(classes)]",
         "seed": args.seed, "noise": NOISE_SCHEME, "mode": pipe.mode,
         "dtype": str(pipe.dtype).replace("torch.", ""), "device_type": pipe.device.type,
+        "compute": "one intra-op thread per work item" if pipe.device.type == "cpu" else "device default",
         "decode_batch_size": args.decode_batch_size, "shard_size": plan.shard_size,
         "image_size": tok.image_size, "png": not args.no_png,
     }
@@ -927,19 +978,23 @@ def run_decode(args) -> int:
     targets = [out / n for n in names]
     for t in targets:
         outputs.check_file(t, flag="output")
+    from titok.cpu_threads import ItemRunner
+
     device = _device(args.device)
     with outputs, _progress() as progress, torch.no_grad():
         tok = _load_tokenizer(args, device)
         pipe = _pipeline(args, tok)
         task = progress.add_task("decoding", total=len(targets))
-        for c in range(0, len(targets), args.batch_size):
-            chunk = np.asarray(tokens[c:c + args.batch_size])
-            t = torch.from_numpy(chunk.astype(np.int64) if chunk.dtype.kind in "iu" else chunk.astype(np.float32))
-            images = decode_fixed(pipe, pipe.decoder.check_tokens(t.to(device)), args.batch_size,
-                                  check=lambda x: _check_finite(x, "pixels", args))
-            for target, image in zip(targets[c:c + args.batch_size], images):
-                outputs.stage_png(target, image)
-            progress.advance(task, chunk.shape[0])
+        with ItemRunner(device) as runner:
+            group = args.batch_size * (runner.workers or 1)  # one batch per worker at a time (CPU)
+            for c in range(0, len(targets), group):
+                chunk = np.asarray(tokens[c:c + group])
+                t = torch.from_numpy(chunk.astype(np.int64) if chunk.dtype.kind in "iu" else chunk.astype(np.float32))
+                images = decode_fixed(pipe, pipe.decoder.check_tokens(t.to(device)), args.batch_size,
+                                      check=lambda x: _check_finite(x, "pixels", args), runner=runner)
+                for target, image in zip(targets[c:c + group], images):
+                    outputs.stage_png(target, image)
+                progress.advance(task, chunk.shape[0])
         outputs.commit()
     _console().print(f"{len(targets)} token sequences ({path}) -> {len(targets)} PNGs in {out} ({pipe.mode} "
                      f"{str(pipe.dtype).replace('torch.', '')}, batches of {args.batch_size})", markup=False)

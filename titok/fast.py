@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +48,7 @@ class PrefixCache:
     def __init__(self, compute, params):
         self._compute, self._params = compute, list(params)
         self._key, self._value = None, None
+        self._lock = threading.Lock()  # pipelines run from several threads at once (titok.cpu_threads)
 
     def weights_key(self) -> tuple:
         """Identity and in-place version of every weight the cache reads: a change means recompute."""
@@ -54,11 +56,12 @@ class PrefixCache:
 
     def get(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         key = (dtype, device, self.weights_key())
-        if key != self._key:
-            with torch.no_grad():
-                self._value = self._compute(dtype, device)
-            self._key = key
-        return self._value
+        with self._lock:
+            if key != self._key:
+                with torch.no_grad():
+                    self._value = self._compute(dtype, device)
+                self._key = key
+            return self._value
 
 
 def _qkv(block, x: torch.Tensor) -> torch.Tensor:
