@@ -1,6 +1,6 @@
 """Kernel micro-benchmarks: each project op against its torch reference (and official-style torch code).
 
-    python bench/kernel_bench.py                       # all ops, JSON to profiles/<device>/kernels.json
+    python bench/kernel_bench.py                       # all ops, JSON to results/<device>/kernels.json
     python bench/kernel_bench.py --ops maskgit_step --out my.json
 
 Each op's cases live in bench/ops/<op>.py (`run(device, quick=...) -> rows`); rows carry
@@ -63,14 +63,16 @@ def main(argv=None) -> int:
     parser.add_argument("--ops", default=",".join(OPS), help=f"comma-separated subset of {','.join(OPS)}")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--quick", action="store_true", help="small shapes (the default on CPU)")
-    parser.add_argument("--out", help="JSON result file (default: profiles/<device>/kernels.json)")
+    parser.add_argument("--out", help="JSON result file (default: results/<device>/kernels.json under the working "
+                        "folder; results/ is ignored by git)")
+    cli.add_overwrite_flag(parser)
     args = parser.parse_args(argv)
     ops = cli.parse_list(args.ops, "--ops")
     for op in ops:
         cli.check_choice(op, OPS, "--ops")
     device = parse_device(args.device)
-    out = args.out or os.path.join("profiles", device_slug(device), "kernels.json")
-    cli.check_output_path(out, "--out")
+    out = args.out or os.path.join(cli.RESULTS_DIR, device_slug(device), "kernels.json")
+    cli.Outputs(args.overwrite).file(out, "--out")
     quick = args.quick or device.type != "cuda"
     if device.type != "cuda":
         print("No GPU: running the torch providers only, at small shapes. These CPU timings say nothing about "

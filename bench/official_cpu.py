@@ -60,7 +60,8 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--official-commit", help="the commit an extract (not a git checkout) was made from, for the "
                    "record")
     p.add_argument("--skip-encode", action="store_true", help="time generate only")
-    p.add_argument("--out", help="JSON result file")
+    p.add_argument("--out", help="JSON result file (.json)")
+    cli.add_overwrite_flag(p)
     return p
 
 
@@ -328,7 +329,7 @@ def main(argv=None) -> int:
         if argv is not None:
             raise cli.UsageError("--omp-wait-policy needs a fresh process: run this tool as a script")
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "OMP_WAIT_POLICY": policy})
-    cli.check_output_path(args.out, "--out")
+    cli.Outputs(args.overwrite, inputs=[args.official]).file(args.out, "--out")
 
     def say(text):
         print(f"official_cpu: {text}", file=sys.stderr, flush=True)

@@ -125,14 +125,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--checkpoint-dir", help="folder with the released checkpoints (official Hugging Face "
                         "folders, or tokenizer/ and generator/); default: random weights")
-    parser.add_argument("--out", default=None, help="JSON result file")
+    parser.add_argument("--out", default=None, help="JSON result file (.json)")
+    cli.add_overwrite_flag(parser)
     args = parser.parse_args(argv)
     cli.check_choice(args.model, PIPELINE_MODELS, "--model")
     device = parse_device(args.device)
     batch = args.batch_size or (32 if device.type == "cuda" else 2)
     if batch < 1:
         raise cli.UsageError("--batch-size must be >= 1")
-    cli.check_output_path(args.out, "--out")
+    cli.Outputs(args.overwrite, inputs=[args.checkpoint_dir]).file(args.out, "--out")
     spec = SPECS[PIPELINE_MODELS[args.model]]
     say = _progress(6)
     say(f"building {spec.key} ({'checkpoints' if args.checkpoint_dir else 'random weights'}) on {device}")

@@ -2,7 +2,7 @@
 
     python bench/profiling.py --model titok-l-32 --pipeline fast --batch-size 64
 
-writes profiles/<device>/<model>-<pipeline>-b<batch>.md and a .json beside it with:
+writes results/<device>/<model>-<pipeline>-b<batch>.md (or --out-dir) and a .json beside it with:
 - provenance: command, versions, device, date, git SHA;
 - the per-stage breakdown (generator forwards, sampling steps, ViT decoder, pixel
   decoder), each stage timed alone, and its share;
@@ -315,7 +315,10 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--checkpoint-dir", help="folder with the released checkpoints (official Hugging Face "
                         "folders, or tokenizer/ and generator/); default: random weights")
-    parser.add_argument("--out-dir", help="default: profiles/<device>")
+    parser.add_argument("--out-dir", help="folder of the report files <model>-<pipeline>-b<batch>.{md,json,"
+                        "roofline.png[,trace.json]} (default: results/<device> under the working folder; results/ "
+                        "is ignored by git)")
+    cli.add_overwrite_flag(parser)
     parser.add_argument("--trace", action="store_true", help="also write a Chrome trace (*.trace.json)")
     return parser
 
@@ -327,9 +330,12 @@ def main(argv=None) -> int:
     batch = args.batch_size or (64 if device.type == "cuda" else 1)
     if batch < 1 or args.iters < 1:
         raise cli.UsageError("--batch-size and --iters must be >= 1")
-    out_dir = args.out_dir or os.path.join("profiles", device_slug(device))
-    cli.check_output_path(out_dir, "--out-dir", directory=True)
+    out_dir = args.out_dir or os.path.join(cli.RESULTS_DIR, device_slug(device))
+    outputs = cli.Outputs(args.overwrite, inputs=[args.checkpoint_dir])
+    outputs.folder(out_dir, "--out-dir")
     stem = os.path.join(out_dir, f"{args.model}-{args.pipeline}-b{batch}")
+    for suffix in (".json", ".md", ".roofline.png") + ((".trace.json",) if args.trace else ()):
+        outputs.file(stem + suffix, "--out-dir", suffixes=())
     dtype = getattr(torch, args.dtype) if args.dtype else None
     report = make_report(args.model, args.pipeline, batch, device, dtype, iters=args.iters,
                          trace_path=stem + ".trace.json" if args.trace else None, checkpoint_dir=args.checkpoint_dir)

@@ -65,8 +65,10 @@ def build_parser() -> cli.ArgumentParser:
                    "CUDA (default: TF32 on, as the official sampling script)")
     p.add_argument("--checkpoint-dir", help="folder with the released checkpoints (official Hugging Face folders "
                    "named after their repos, or tokenizer/ and generator/); default: random weights")
-    p.add_argument("--out", help="write the JSON result file here (schema: bench/schema_sampling.json)")
-    p.add_argument("--plot", help="write a PNG: samples/s vs batch size per mode, and speed-up bars")
+    p.add_argument("--out", help="write the JSON result file here (.json; schema: bench/schema_sampling.json)")
+    p.add_argument("--plot", help="write a plot here (.png, .svg or .pdf): samples/s vs batch size per mode, and "
+                   "speed-up bars")
+    cli.add_overwrite_flag(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     p.add_argument("--compare", metavar="paper", help="'paper': the claims table (TiTok vs MaskGIT vs DiT-XL/2, "
                    "256 and 512px) on this device")
@@ -154,8 +156,9 @@ def make_plan(args) -> Plan:
         if not on_gpu and DTYPES[args.dtype] != torch.float32:
             notes.append("bf16/fp16 on this CPU: such math is often emulated on CPUs and much slower than fp32.")
     batch_sizes, iters, warmup, stages = _defaults(args, on_gpu, args.compare is not None)
-    cli.check_output_path(args.out, "--out")
-    cli.check_output_path(args.plot, "--plot")
+    outputs = cli.Outputs(args.overwrite, inputs=[args.checkpoint_dir])
+    outputs.file(args.out, "--out")
+    outputs.plot(args.plot)
     if args.plot:
         try:
             import matplotlib  # noqa: F401

@@ -74,16 +74,74 @@ def check_choice(value: str, choices, flag: str) -> str:
     return value
 
 
-def check_output_path(path: str | None, flag: str, *, directory: bool = False) -> None:
-    """Refuse, before any work, an output that cannot be written (titok's rules: a file path that is a folder,
-    a folder path that is a file, a path under a file, a folder this process cannot write in); results of
-    earlier runs are replaced. Raises titok's TiTokInputError (one line, exit status 2 through `run_tool`)."""
-    if not path:
-        return
-    from titok.images import OutputFiles
+PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
+RESULTS_DIR = "results"  # default output folder of the tools (ignored by git), relative to the working folder
 
-    outputs = OutputFiles(overwrite=True)
-    (outputs.check_folder if directory else outputs.check_file)(path, flag)
+
+def add_overwrite_flag(parser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="replace output files that exist (never a file "
+                        "this run reads)")
+
+
+def source_folders() -> list[str]:
+    """The folders of this project's code (titok, titok_kernels, titok_bench): files every run reads."""
+    import importlib.util
+
+    found = []
+    for name in ("titok", "titok_kernels", "titok_bench"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            found.extend(spec.submodule_search_locations)
+    return found
+
+
+class Outputs:
+    """A bench tool's output files under the `titok` CLI's rules (`titok.images.OutputFiles`), all checked
+    before any work: an existing file is replaced only with `overwrite`; an output is never a file the run
+    reads (an input file, anything inside an input folder or this project's code), with or without
+    `overwrite`; a path that is a folder, lies under a file or in a folder that cannot be written is
+    refused; two outputs of one run never share a path; the kind of file goes by its extension (results
+    `.json`, plots `.png`/`.svg`/`.pdf`). The tools then write each file whole or not at all
+    (`titok_bench.harness.results`). Errors are TiTokInputError: one line, exit status 2 (`run_tool`)."""
+
+    def __init__(self, overwrite: bool = False, inputs=()):
+        from titok.images import OutputFiles
+
+        self.inputs = [os.path.realpath(p) for p in [*inputs, *source_folders()] if p]
+        self._files = OutputFiles(overwrite=overwrite)
+        self._claimed: dict[str, str] = {}
+
+    def file(self, path: str | None, flag: str, suffixes=(".json",)) -> str | None:
+        """An output file path (None: not asked for); `suffixes`: the extensions allowed."""
+        from titok.errors import TiTokInputError
+
+        if path is None:
+            return None
+        suffix = os.path.splitext(str(path))[1].lower()
+        if suffixes and suffix not in suffixes:
+            raise TiTokInputError(f"{flag} {path}: the file name must end in {' or '.join(suffixes)}")
+        real = os.path.realpath(path)
+        for source in self.inputs:
+            if real == source or real.startswith(source.rstrip(os.sep) + os.sep):
+                raise TiTokInputError(f"{flag} {path} is a file this run reads ({source}): an output never "
+                                      "replaces an input")
+        if real in self._claimed:
+            raise TiTokInputError(f"{flag} {path} is also the output of {self._claimed[real]}: give each its own file")
+        self._claimed[real] = flag
+        self._files.check_file(path, flag)
+        return str(path)
+
+    def plot(self, path: str | None, flag: str = "--plot") -> str | None:
+        return self.file(path, flag, tuple(PLOT_FORMATS))
+
+    def folder(self, path: str, flag: str) -> str:
+        self._files.check_folder(path, flag)
+        return str(path)
+
+
+def plot_format(path: str) -> str:
+    """matplotlib's format name for a plot path checked by `Outputs.plot` (png when the extension is unknown)."""
+    return PLOT_FORMATS.get(os.path.splitext(str(path))[1].lower(), "png")
 
 
 def console(wide: bool = False):

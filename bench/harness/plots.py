@@ -7,6 +7,7 @@ run with no speed-up to show (no baseline row measured) gets a panel that says s
 """
 from __future__ import annotations
 
+from titok_bench.harness.cli import plot_format
 from titok_bench.harness.report import short_dtype
 from titok_bench.harness.results import write_atomic
 
@@ -90,6 +91,6 @@ def plot(rows: list[dict], path: str, *, env: dict, weights: str, claims: list[d
     title = provenance(env, rows, weights)
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format=plot_format(path), dpi=120))
     plt.close(fig)
     return title
