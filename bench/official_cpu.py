@@ -23,10 +23,9 @@ with the same weights. The warm-up calls double as a check: with the same seed t
 `reference` give the same tokens, and the two encoders the same token ids.
 
 Each figure is the median iteration (p20-p80 beside it); a speed-up is the median of the per-iteration ratios.
-Threads: `--threads` (default: the CPUs this process may run on, `os.sched_getaffinity`). On a CPU shared with
-other jobs, OpenMP's default waiting (spin, then sleep) can cost a scheduler time slice per parallel region once
-the other jobs hold the cores; `--omp-wait-policy passive` runs the tool with OMP_WAIT_POLICY=PASSIVE (it starts
-itself again with it set; the run records what was in force).
+Threads: `--threads` and `--omp-wait-policy` (default auto: PyTorch's defaults on an idle machine; on a busy
+one passive OpenMP waiting and one thread per free CPU, the tool starting itself again to set the policy; see
+titok_bench.harness.threads). The run records what was in force and why.
 Exit status: 0 done, 1 a check failed, 2 usage error, 130 interrupted.
 """
 from __future__ import annotations
@@ -41,6 +40,7 @@ import warnings
 from pathlib import Path
 
 from titok_bench.harness import cli
+from titok_bench.harness import threads as thread_policy
 
 SCHEMA = "titok-kernels/official-cpu/v1"
 CONFIG = Path("configs") / "infer" / "TiTok" / "titok_l32.yaml"
@@ -53,10 +53,7 @@ def build_parser() -> cli.ArgumentParser:
                    "bytedance/1d-tokenizer")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--iters", type=int, default=3, help="timed iterations of each (default 3)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the CPUs this process may "
-                   "run on)")
-    p.add_argument("--omp-wait-policy", choices=("passive", "active", "inherit"), default="inherit",
-                   help="OMP_WAIT_POLICY for this run (default: inherit the environment's)")
+    cli.add_thread_flags(p, extra_policies=("inherit",))
     p.add_argument("--official-commit", help="the commit an extract (not a git checkout) was made from, for the "
                    "record")
     p.add_argument("--skip-encode", action="store_true", help="time generate only")
@@ -213,10 +210,6 @@ def run(args, say) -> tuple[dict, bool]:
     from titok_bench.harness.env import CpuWindow, busy_warnings, environment
 
     official = import_official(Path(args.official).resolve())
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    elif torch.get_num_threads() != cpu_facts()["affinity_cpus"]:
-        torch.set_num_threads(cpu_facts()["affinity_cpus"])
     torch.set_grad_enabled(False)
     off_tok, off_gen, tok, gen = build_models(official, say)
     ref, fast = Pipeline(tok, gen, mode="reference"), Pipeline(tok, gen, mode="fast")
@@ -275,7 +268,7 @@ def run(args, say) -> tuple[dict, bool]:
                           "official_commit": official.commit or args.official_commit,
                           "official_transformers": transformers_version,
                           "fast_dtype": dtypes["fast"], "fast_dtype_reason": fast.dtype_reason,
-                          "omp_wait_policy_arg": args.omp_wait_policy},
+                          "omp_wait_policy_arg": args.omp_wait_policy, "threads": args.thread_record},
                **result}
     return payload, ok
 
@@ -323,12 +316,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or args.iters < 1 or (args.threads is not None and args.threads < 1):
         raise cli.UsageError("--batch-size, --iters and --threads must be >= 1")
-    policy = args.omp_wait_policy.upper()
-    if args.omp_wait_policy != "inherit" and os.environ.get("OMP_WAIT_POLICY") != policy:
-        # OpenMP reads it once, when torch loads it (already done by this tool's imports): start again with it set
-        if argv is not None:
-            raise cli.UsageError("--omp-wait-policy needs a fresh process: run this tool as a script")
-        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, "OMP_WAIT_POLICY": policy})
+    # "inherit" (the old default) is auto: a user's OMP_WAIT_POLICY wins there too
+    policy = "auto" if args.omp_wait_policy == "inherit" else args.omp_wait_policy
+    try:
+        args.thread_record = thread_policy.configure(args.threads, policy, "cpu", script_entry=argv is None)
+    except ValueError as exc:
+        raise cli.UsageError(str(exc)) from None
     cli.Outputs(args.overwrite, inputs=[args.official]).file(args.out, "--out")
 
     def say(text):

@@ -28,6 +28,7 @@ import torch
 
 from titok.errors import RandomWeightsWarning
 from titok_bench.harness import cli
+from titok_bench.harness import threads as thread_policy
 from titok_bench.harness.env import CpuWindow, busy_warnings, environment, extra_packages, parse_device
 from titok_bench.harness.measure import Job, Settings, fail_row, measure_group, prime_process
 from titok_bench.harness.models import COMPARE_SETS, MODES, PUBLIC_MODELS, SPECS, checkpoint_paths, weights_of
@@ -69,6 +70,7 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--plot", help="write a plot here (.png, .svg or .pdf): samples/s vs batch size per mode, and "
                    "speed-up bars")
     cli.add_overwrite_flag(p)
+    cli.add_thread_flags(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     p.add_argument("--compare", metavar="paper", help="'paper': the claims table (TiTok vs MaskGIT vs DiT-XL/2, "
                    "256 and 512px) on this device")
@@ -259,10 +261,16 @@ def run(argv: list[str] | None = None) -> tuple[dict, list[str], str | None]:
     """Plan (all checks before work), measure, print, write: (payload, problems, what an interruption kept)."""
     args = build_parser().parse_args(argv)
     plan = make_plan(args)
+    try:
+        threads = thread_policy.configure(args.threads, args.omp_wait_policy, plan.device.type,
+                                          script_entry=argv is None)
+    except ValueError as exc:
+        raise cli.UsageError(str(exc)) from None
     console, t_start = cli.console(args.wide), time.perf_counter()
     say = lambda text: console.print(text, markup=False, highlight=False)  # noqa: E731
     if plan.device.type == "cpu":
         console.print(f"[bold yellow]{CPU_NOTICE}[/]")
+        say(thread_policy.summary(threads))
     say("weights: " + (f"checkpoints from {args.checkpoint_dir}" if args.checkpoint_dir else
                        "random (speed does not depend on weights)"))
     env = {**environment(plan.device), "extra_packages": extra_packages()}
@@ -287,7 +295,7 @@ def run(argv: list[str] | None = None) -> tuple[dict, list[str], str | None]:
               "device": str(plan.device), "weights": args.checkpoint_dir or "random",
               "weights_by_model": {k: weights_of(SPECS[k], args.checkpoint_dir) for k in {r["model"] for r in rows}},
               "interleaved": True, "interrupted": interrupted, "cpu_usage": usage, "warnings": busy_warnings(usage),
-              "wall_seconds": time.perf_counter() - t_start, "notes": plan.notes}
+              "wall_seconds": time.perf_counter() - t_start, "notes": plan.notes, "threads": threads}
     payload = {"schema": SCHEMA_ID, "schema_version": SCHEMA_VERSION, "environment": env, "config": config,
                "results": rows}
     if args.compare:
