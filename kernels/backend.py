@@ -23,11 +23,17 @@ that op's count (a dict increment). `launch_counts()` returns {op: launches so f
 `reset_launch_counts()` clears it; e.g. a test runs a pipeline between the two and checks that
 the reference pipeline launched nothing. An op that runs several kernels per call counts each
 (nearest_code: 2 or 3 per call).
+
+Threads: `launch` may be called from several Python threads at once (titok sample runs its CPU work items on a
+pool). The count is taken under a lock; under TRITON_INTERPRET=1 the whole launch is, because Triton's
+interpreter patches `triton.language` module-wide for the duration of each launch (two at once fail). On CUDA
+launches are not serialised.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import warnings
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -159,23 +165,34 @@ class KernelLaunch(NamedTuple):
 
 
 _LAUNCHES: dict = {}
+_LAUNCH_LOCK = threading.Lock()  # the count; and interpreted launches whole (see "Threads" above)
 
 
 def launch(op: str, kernel_launch: KernelLaunch) -> None:
-    """Launch one kernel of `op` and count it."""
+    """Launch one kernel of `op` and count it (thread-safe; interpreted launches run one at a time)."""
+    def run():
+        kernel_launch.kernel[kernel_launch.grid](*kernel_launch.args, **kernel_launch.kwargs)
+
     if interpreting():
-        _fix_old_interpreter_index()
-    _LAUNCHES[op] = _LAUNCHES.get(op, 0) + 1
-    kernel_launch.kernel[kernel_launch.grid](*kernel_launch.args, **kernel_launch.kwargs)
+        with _LAUNCH_LOCK:
+            _fix_old_interpreter_index()
+            _LAUNCHES[op] = _LAUNCHES.get(op, 0) + 1
+            run()
+        return
+    with _LAUNCH_LOCK:
+        _LAUNCHES[op] = _LAUNCHES.get(op, 0) + 1
+    run()
 
 
 def launch_counts() -> dict:
     """{op name: Triton kernel launches since the start or the last `reset_launch_counts()`}."""
-    return dict(_LAUNCHES)
+    with _LAUNCH_LOCK:
+        return dict(_LAUNCHES)
 
 
 def reset_launch_counts() -> None:
-    _LAUNCHES.clear()
+    with _LAUNCH_LOCK:
+        _LAUNCHES.clear()
 
 
 def _fix_old_interpreter_index() -> None:

@@ -320,6 +320,38 @@ def test_auto_falls_back_once_per_reason_where_the_kernel_does_not_apply(monkeyp
     titok_kernels.reset_launch_counts()
 
 
+@needs_triton
+def test_launches_from_several_threads_at_once():
+    """Pipelines run from several Python threads at once (titok sample's CPU work items): Triton launches from
+    two threads give the serial results and every launch is counted. Under TRITON_INTERPRET=1 the interpreter
+    patches triton.language module-wide for each launch, so concurrent interpreted launches broke (ValueError
+    "Did you forget to add @triton.jit ?") until titok_kernels serialised them."""
+    import threading
+
+    inputs = [_inputs(2, 2, 32, 5, 9, torch.float32) for _ in range(2)]
+    expected = [concat_attention(q, s, num_heads=2, backend="triton") for q, s in inputs]
+    titok_kernels.reset_launch_counts()
+    rounds, errors, results = 6, [], {}
+    start = threading.Barrier(2)
+
+    def work(t):
+        try:
+            start.wait()
+            q, s = inputs[t]
+            results[t] = [concat_attention(q, s, num_heads=2, backend="triton") for _ in range(rounds)]
+        except Exception as exc:  # noqa: BLE001 - reported below with the thread's number
+            errors.append((t, repr(exc)))
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    assert all(torch.equal(out, expected[t]) for t in range(2) for out in results[t])
+    assert titok_kernels.launch_counts() == {"concat_attention": 2 * rounds}
+    titok_kernels.reset_launch_counts()
+
+
 # ------------------------------------------------------------------------------------------
 # Custom op, torch.compile
 # ------------------------------------------------------------------------------------------
