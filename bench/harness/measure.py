@@ -85,7 +85,7 @@ def empty_row(spec: ModelSpec, mode: str, dtype, batch: int, protocol: str | Non
     row = {"model": spec.key, "label": spec.label, "family": spec.family, "resolution": spec.resolution,
            "protocol": protocol, "pipeline": mode, "dtype": dtype_name(dtype), "dtype_reason": None, "tf32": False,
            "cuda_graph": False,
-           "batch_size": batch, "warmup": None, "steps": None, "full_steps": None, "generator_forwards": None,
+           "batch_size": batch, "call_batch": None, "warmup": None, "steps": None, "full_steps": None, "generator_forwards": None,
            "status": "ok", "message": None, "warnings": []}
     row.update({key: None for key in ROW_FIGURES})
     return row
@@ -142,7 +142,11 @@ def prepare(job: Job, models, settings: Settings) -> None:
     runner = job.runner = spec.runner(models, job.mode, job.dtype, job.project_steps if job.projected else None,
                                       not job.projected)
     flops = runner.flops()
-    row.update(dtype=dtype_name(runner.dtype), dtype_reason=runner.describe().get("dtype_reason"),
+    # Every runner runs the row's whole batch in one call (PipelineRunner turns the pipeline's chunking off;
+    # DiTRunner never chunks): the row records the batch of one call.
+    call_batch = getattr(runner, "call_batch", None)
+    row.update(call_batch=call_batch(job.batch) if call_batch else job.batch,
+               dtype=dtype_name(runner.dtype), dtype_reason=runner.describe().get("dtype_reason"),
                cuda_graph=bool(runner.cuda_graph), steps=runner.steps,
                full_steps=runner.describe()["full_steps"], generator_forwards=flops["generator_forwards"],
                gflop_per_image=flops["total"] / 1e9,

@@ -26,7 +26,11 @@ MODES = ("reference", "compile", "fast")
 
 class PipelineRunner:
     """A `titok.pipeline.Pipeline` over (decoder, generator); `steps` replaces the sampler's step count
-    (projection); `flops` is the per-image count of the full generation."""
+    (projection); `flops` is the per-image count of the full generation.
+
+    Every call runs the whole batch it is given as ONE pipeline call (`batch_size=len(batch)`: the
+    pipeline's `max_batch` chunking is off), so a row of batch 256 measures batch 256, as the stage
+    table does; `call_batch(batch)` says so for the result row."""
 
     def __init__(self, decoder, generator, flops: dict, *, mode: str, dtype: torch.dtype | None,
                  steps: int | None = None, cuda_graph: bool = True, seed: int = 0):
@@ -42,13 +46,18 @@ class PipelineRunner:
         self.cuda_graph = self.pipeline.graphs is not None
 
     def sample(self, class_ids):
-        return self.pipeline.generate_tokens(class_ids, seed=self.seed)
+        return self.pipeline.generate_tokens(class_ids, seed=self.seed, batch_size=len(class_ids))
 
     def decode(self, tokens):
-        return self.pipeline.decode_tokens(tokens)
+        return self.pipeline.decode_tokens(tokens, batch_size=len(tokens))
 
     def generate(self, class_ids):
-        return self.pipeline.generate(class_ids, seed=self.seed)
+        return self.pipeline.generate(class_ids, seed=self.seed, batch_size=len(class_ids))
+
+    @staticmethod
+    def call_batch(batch: int) -> int:
+        """The batch of one pipeline call when a row runs `batch` images: all of them."""
+        return batch
 
     def units(self) -> int:
         return self.pipeline.scheduler.generator_forwards
