@@ -316,9 +316,14 @@ if bad:
 sys.exit(1 if bad else 0)
 EOF
 export GPU_CHECK_ROOT="$ROOT" GPU_CHECK_REHEARSE="$REHEARSE" GPU_CHECK_WHEEL_NOTE="$WHEEL_NOTE"
-GPU_CHECK_SHA="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && GPU_CHECK_SHA="$GPU_CHECK_SHA+uncommitted"
-export GPU_CHECK_SHA
+# The commit: what the caller gives in TITOK_GIT_SHA (a copy without .git) is kept as given; else git's.
+if [ -n "${TITOK_GIT_SHA:-}" ]; then
+  GPU_CHECK_SHA="$TITOK_GIT_SHA"
+else
+  GPU_CHECK_SHA="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+  git -C "$ROOT" status --porcelain 2>/dev/null | grep -q . && GPU_CHECK_SHA="$GPU_CHECK_SHA+uncommitted"
+fi
+export GPU_CHECK_SHA TITOK_GIT_SHA="$GPU_CHECK_SHA"   # every tool records it as environment.git_sha
 
 # ---- running ---------------------------------------------------------------------------------------------
 pack() {  # pack the stage's work folder into its archive, atomically; copy the summary beside it

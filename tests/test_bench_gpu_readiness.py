@@ -56,3 +56,29 @@ def test_call_batch_is_in_the_result_schema():
     schema = json.loads((ROOT / "bench" / "schema_sampling.json").read_text())
     row = schema["$defs"]["row"]
     assert "call_batch" in row["required"] and "call_batch" in row["properties"]
+
+
+# ---- defect 4: provenance without .git ---------------------------------------------------------------------
+
+def test_git_sha_comes_from_the_variable_when_set(monkeypatch):
+    from titok_bench.harness import env
+
+    monkeypatch.setenv("TITOK_GIT_SHA", "abc123")
+    assert env.git_sha() == "abc123" and env.environment("cpu")["git_sha"] == "abc123"
+    monkeypatch.delenv("TITOK_GIT_SHA")
+    assert env.git_sha() not in (None, "abc123")       # this checkout has .git: git's commit
+
+
+def test_a_copy_without_git_records_the_given_sha_in_its_json(tmp_path):
+    """The project copied without .git (an unpacked archive): a tool's JSON carries TITOK_GIT_SHA."""
+    imports = tmp_path / "imports"
+    imports.mkdir()
+    for name, folder in (("titok", "titok"), ("titok_kernels", "kernels"), ("titok_bench", "bench")):
+        shutil.copytree(ROOT / folder, imports / name, ignore=shutil.ignore_patterns("__pycache__"))
+    out = tmp_path / "k.json"
+    env = {**os.environ, "PYTHONPATH": str(imports), "TITOK_GIT_SHA": "abc123", "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, str(imports / "titok_bench" / "kernel_bench.py"), "--device", "cpu",
+                           "--quick", "--ops", "nearest_code", "--out", str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(out.read_text())["environment"]["git_sha"] == "abc123"

@@ -78,7 +78,16 @@ def device_slug(device: torch.device | str) -> str:
     return "-".join(part for part in name.replace("_", " ").split() if part)
 
 
+GIT_SHA_VARIABLE = "TITOK_GIT_SHA"
+
+
 def git_sha() -> str | None:
+    """The commit a result was made from: $TITOK_GIT_SHA when set (a copy of the project without `.git`,
+    e.g. an unpacked archive; bench/gpu_check.sh passes it to every tool), else `git rev-parse HEAD` of this
+    checkout, else None."""
+    given = os.environ.get(GIT_SHA_VARIABLE, "").strip()
+    if given:
+        return given
     try:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
