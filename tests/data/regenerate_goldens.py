@@ -30,6 +30,9 @@ The calls (fp32, CPU, eval mode, no grad):
   `generate(condition, guidance_scale=G, guidance_decay=<config's, or "constant"
   where G is 0>, randomize_temperature=T, softmax_temperature_annealing=False,
   num_sample_steps=8)`.
+- generator training step (ViT only; see official_train_step.py): the official masking, forward
+  (train mode, dropout 0, class drop 0.1), MLMLoss, backward, clipping and AdamW step ->
+  `<name>.generator.train.safetensors` (its inputs are read back from the stored file when it exists).
 
 Patches, made in memory only (the official files stay as they are):
 - `modeling/modules/__init__.py` imports the training losses (torchvision): the
@@ -178,6 +181,21 @@ def compare(name: str, new: dict, stored: dict) -> bool:
     return identical
 
 
+def _train_golden(official, args, name: str, config: dict, weights: Path) -> bool:
+    from official_train_step import generator_train
+
+    path = args.data / f"{name}.generator.train.safetensors"
+    stored = load_file(path) if path.exists() else None
+    new = generator_train(official, args.official.resolve(), config, weights, stored)
+    if new is None:
+        print(f"{name}: no training-step golden (the official training cannot build a U-ViT generator)")
+        return True
+    new = {k: v.contiguous() for k, v in new.items()}
+    identical = compare(f"{name} (train)", new, stored) if stored is not None else True
+    save_file(new, args.out / path.name)
+    return identical
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", required=True, type=Path, help="checkout of bytedance/1d-tokenizer")
@@ -203,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(config_path, args.out / config_path.name)
                 shutil.copyfile(weights, args.out / weights.name)
             save_file(new, args.out / f"{name}.{part}.io.safetensors")
+            if part == "generator":
+                all_identical &= _train_golden(official, args, name, config, weights)
     if all_identical:
         print("all regenerated tensors are bit-identical to the stored ones")
         return 0
