@@ -3,7 +3,9 @@
     from titok_kernels.nearest_code import nearest_code
     from titok_kernels.maskgit_step import maskgit_step
     from titok_kernels.concat_attention import concat_attention
-    from titok_kernels.reference import nearest_code_torch, maskgit_step_torch, concat_attention_torch
+    from titok_kernels.masked_lm_loss import masked_lm_loss
+    from titok_kernels.reference import nearest_code_torch, maskgit_step_torch, concat_attention_torch,
+        masked_lm_loss_torch
 
 Each op takes backend="auto" | "triton" | "torch"; `resolve_backend` is the rule they share, and the
 environment variable TITOK_KERNEL_BACKEND changes what "auto" picks (titok_kernels.backend explains

@@ -8,6 +8,8 @@ launchers (`titok_kernels.<op>`) validate their inputs first.
 * `nearest_code_torch`: the official quantizer's distance + argmin (materialises M x N).
 * `concat_attention_torch`: attention over an explicitly concatenated (shared, per-sample)
   packed-QKV sequence (expand + cat + SDPA), and `split_packed_qkv`, the packed layout.
+* `masked_lm_loss_torch`: the official MLM loss (label smoothing, row weights) over `F.linear`
+  logits (materialises M x V).
 * `maskgit_step_torch`: one step of the official MaskGIT sampler, given its uniform noise;
   `gumbel` is its Gumbel transform; `torch_noise` draws that noise from (seed, offset) in the
   official order from a `torch.Generator` seeded with `torch_noise_seed(seed, offset)`.
@@ -136,3 +138,19 @@ def torch_noise(cond_logits: torch.Tensor, seed: int, offset: int) -> tuple[torc
     u_sample = torch.rand(cond_logits.shape, generator=gen, device=cond_logits.device, dtype=torch.float32)
     u_conf = torch.rand(cond_logits.shape[:2], generator=gen, device=cond_logits.device, dtype=torch.float32)
     return u_sample, u_conf
+
+
+# ---- masked_lm_loss ------------------------------------------------------------------------------------
+
+def masked_lm_loss_torch(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                         targets: torch.Tensor, weights: torch.Tensor, label_smoothing: float = 0.1) -> torch.Tensor:
+    """The official MLM loss over the generator's final projection, materialising the (M, V) logits.
+
+    hidden (M, D), weight (V, D), bias (V,) or None, targets (M,) int, weights (M,) per-row weights.
+    Returns sum_m weights_m * CE_m / (sum_m weights_m + 1e-8), CE with label smoothing (torch's rule:
+    (1 - s) * nll + s * mean over classes of -log p), computed in the logits' dtype as the official is.
+    """
+    logits = F.linear(hidden, weight, bias)
+    per_row = F.cross_entropy(logits, targets, label_smoothing=label_smoothing, reduction="none")
+    weights = weights.to(per_row)
+    return (per_row * weights).sum() / (weights.sum() + 1e-8)

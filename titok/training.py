@@ -11,7 +11,8 @@ Contract (the why is in docs/training.md):
 - `TrainStep(model, settings)`: mask -> forward (`cond_drop_prob = class_label_dropout`, the class-drop
   draw after the masking draws, as the official) -> loss -> backward -> clip at `max_grad_norm` ->
   AdamW step -> zero grads. `runtime="reference"` is the official fp32 computation; `runtime="fast"`
-  runs the forward under bf16 autocast and the AdamW update fused where torch has it.
+  runs the trunk under bf16 autocast, the projection + loss through the fused, row-chunked
+  `titok_kernels.masked_lm_loss` (bf16; Triton on CUDA) and AdamW fused (torch's `fused=True`).
 The learning rate is constant (`settings.lr`): the official warm-up schedule is not part of a step.
 """
 from __future__ import annotations
@@ -87,6 +88,13 @@ def make_optimizer(model: torch.nn.Module, settings: TrainSettings, runtime: str
                              betas=settings.betas, **extra)
 
 
+def head_features(model: torch.nn.Module, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.nn.Linear]:
+    """(the K image rows that enter the vocabulary projection, that projection) of a generator's trunk output."""
+    if hasattr(model, "norm"):  # U-ViT: final LayerNorm, then lm_head
+        return model.norm(hidden)[:, 1:], model.lm_head
+    return hidden[:, 1:], model.model.lm_head
+
+
 class TrainStep:
     """Callable training step of a MaskGIT generator (`titok.generator`), one optimizer per instance."""
 
@@ -103,14 +111,26 @@ class TrainStep:
         masked, masks = mask_tokens(tokens, self.model.mask_token_id)
         self.model.train()
         if self.runtime == "fast":
-            with torch.autocast(tokens.device.type, dtype=torch.bfloat16):
-                logits = self.model(masked, condition, cond_drop_prob=s.class_label_dropout)
-            logits = logits.float()
+            loss = self._fast_loss(masked, tokens, condition, masks)
         else:
             logits = self.model(masked, condition, cond_drop_prob=s.class_label_dropout)
-        loss = masked_lm_loss(logits, tokens, masks, label_smoothing=s.label_smoothing,
-                              unmasked_weight=s.unmasked_weight)
+            loss = masked_lm_loss(logits, tokens, masks, label_smoothing=s.label_smoothing,
+                                  unmasked_weight=s.unmasked_weight)
         return loss, masks
+
+    def _fast_loss(self, masked, tokens, condition, masks) -> torch.Tensor:
+        """bf16-autocast trunk, then the fused projection + loss (titok_kernels.masked_lm_loss), bf16."""
+        from titok_kernels.masked_lm_loss import masked_lm_loss as fused_masked_lm_loss
+
+        s, model = self.settings, self.model
+        drop = torch.rand_like(condition, dtype=torch.float) < s.class_label_dropout  # the official draw
+        ids = torch.cat([model.class_tokens(condition, drop)[:, None], masked], dim=1)
+        with torch.autocast(tokens.device.type, dtype=torch.bfloat16):
+            features, head = head_features(model, model.hidden_states(ids))
+        features = features.to(torch.bfloat16).reshape(-1, features.shape[-1])
+        weights = loss_weights(masks, s.unmasked_weight, torch.float32).reshape(-1)
+        return fused_masked_lm_loss(features, head.weight.to(torch.bfloat16), head.bias.to(torch.bfloat16),
+                                    tokens.reshape(-1), weights, label_smoothing=s.label_smoothing)
 
     def backward(self, loss: torch.Tensor) -> torch.Tensor | None:
         """Backward and clipping; returns the total gradient norm before clipping (None without clipping)."""
