@@ -24,7 +24,7 @@ with the same weights. The warm-up calls double as a check: with the same seed t
 
 Each figure is the median iteration (p20-p80 beside it); a speed-up is the median of the per-iteration ratios.
 Threads: `--threads` and `--omp-wait-policy` (default auto: PyTorch's defaults on an idle machine; on a busy
-one passive OpenMP waiting and one thread per free CPU, the tool starting itself again to set the policy; see
+one passive OpenMP waiting with the same threads, the tool starting itself again to set the policy; see
 titok_bench.harness.threads). The run records what was in force and why.
 Exit status: 0 done, 1 a check failed, 2 usage error, 130 interrupted.
 """

@@ -85,8 +85,8 @@ def add_overwrite_flag(parser) -> None:
 
 def add_thread_flags(parser, *, extra_policies=()) -> None:
     """--threads and --omp-wait-policy (the CPU thread policy: titok_bench.harness.threads)."""
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads on CPU (default auto: one per "
-                        "allowed CPU on an idle machine, one per free CPU on a busy one)")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads on CPU (default: PyTorch's, one "
+                        "per allowed CPU)")
     parser.add_argument("--omp-wait-policy", choices=("auto", "active", "passive", *extra_policies), default="auto",
                         help="how OpenMP threads wait (default auto: active on an idle machine, passive on a busy "
                         "one, where spinning threads lose their time slices); the tool restarts itself to set it")

@@ -5,9 +5,10 @@ At a CPU tool's start `choose` looks at what the machine has free and picks:
   thread per allowed CPU and OpenMP's active (spinning) wait. Passive waiting costs a lot there: on the AMD EPYC
   development machine (2 cores) bf16 `fast` generation at batch 1 took 1.41 s with the defaults, 2.70 s with
   OMP_WAIT_POLICY=PASSIVE and 2.37 s with one thread;
-- a busy machine: OMP_WAIT_POLICY=PASSIVE and as many threads as there are free CPUs (at least 1). Spinning
-  threads lose whole scheduler time slices when other processes hold the cores: beside the synthetic load of
-  `bench/busy_load.py` the same generation took 12.4 s with the defaults, 4.59 s passive and 4.83 s on one thread.
+- a busy machine: OMP_WAIT_POLICY=PASSIVE, PyTorch's thread count kept. Spinning threads lose whole scheduler
+  time slices when other processes hold the cores: beside the synthetic load of `bench/busy_load.py` the same
+  generation took 12.4 s with the defaults, 4.59 s passive on 2 threads and 4.83 s on one thread (and the main job
+  ran faster passive on 2 threads than on 1 in another run: docs/cpu-threads.md), so the count is kept.
 "Free" is measured, not guessed: the idle time of the allowed CPUs in /proc/stat over `SAMPLE_S` seconds while
 this process sleeps (the load average lags by a minute and counts this tool's own earlier runs; it is recorded,
 not used). Where /proc/stat is missing (not Linux) the defaults are kept.
@@ -20,7 +21,6 @@ unless asked. The record (`"threads"` in result files) says what was chosen, fro
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -88,7 +88,7 @@ def decide(measured: dict, *, threads: int | None = None, policy: str = "auto", 
         record["reason"] = "the CPUs' idle time could not be read: PyTorch's defaults"
     elif busy:
         record["reason"] = (f"busy: {cpus - idle:.1f} of {cpus} allowed CPUs taken by other processes: passive "
-                            "waiting, one thread per free CPU")
+                            "waiting, PyTorch's thread count")
     else:
         record["reason"] = f"idle: {idle:.1f} of {cpus} allowed CPUs free: PyTorch's defaults"
     # threads: flag > environment > auto
@@ -96,8 +96,6 @@ def decide(measured: dict, *, threads: int | None = None, policy: str = "auto", 
         record["intra_op"], record["source"]["intra_op"] = threads, "--threads"
     elif env_threads:
         record["intra_op"], record["source"]["intra_op"] = None, "OMP_NUM_THREADS"
-    elif busy:
-        record["intra_op"], record["source"]["intra_op"] = max(1, min(cpus, math.ceil(idle - 0.25))), "auto"
     else:
         record["source"]["intra_op"] = "default"
     # wait policy: flag > environment > auto
