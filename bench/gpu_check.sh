@@ -13,7 +13,7 @@
 # Outputs: each step writes into a work folder ($GPU_CHECK_WORK or a temporary one); after EVERY step that
 # folder is packed into $OUT/gpu_check_stageN.tgz, and the summary is copied to $OUT/gpu_check_stageN.txt,
 # so a command cut off at its limit still returns everything done so far. $OUT (default out/gpu_check) holds
-# at most 2 files per stage, 6 in all (the device tool returns at most 8). Every step runs under `timeout`
+# at most 2 files per stage, 6 in all (few files: easy to copy off the machine). Every step runs under `timeout`
 # (SIGINT, then SIGKILL 20 s later), clipped to what is left of the stage budget ($GPU_CHECK_BUDGET, default
 # 570 s: the stage ends inside the 600-s command limit even if every step overruns). Every step runs even if
 # an earlier one failed; the exit status is the number of failed steps (listed in stageN.summary.txt).
@@ -393,6 +393,6 @@ for S in ${STAGES//,/ }; do
   total_failed=$((total_failed + failed))
 done
 n_out=$(find "$OUT" -maxdepth 1 -type f | wc -l)
-[ "$n_out" -le 8 ] || echo "warning: $n_out files in $OUT: the device tool returns at most 8"
+[ "$n_out" -le 8 ] || echo "warning: $n_out files in $OUT: more than 8 files to copy off the machine"
 echo "gpu_check: $total_failed failed step(s); outputs in $OUT"
 exit "$total_failed"
