@@ -1,95 +1,30 @@
 """Fused mask-token concat attention: flash-attention forward over cat(shared, per-sample) read in place.
 
-Algorithm
----------
-TiTok's ViT sequences are the concatenation of a block of rows shared by every
-image (decoder: class embedding + 256 mask tokens, first; encoder: the learned
-latent tokens, last) and a per-image block. In the first layer the shared rows'
-Q/K/V are constants of the weights (ln_pre, ln_1 and in_proj of constant
-inputs), so they can be computed once per model and read here with batch stride 0.
-
-`_concat_attention_kernel` is a non-causal flash-attention forward (online
-softmax in base 2, fp32 running max / denominator / accumulator) whose queries,
-keys and values all come from two segments of one *logical* sequence of length
-L = Ls + Lp per sample:
+Computes, per sample b and head h, softmax(Q K^T / sqrt(d)) V over the logical sequence
 
     logical = cat([shared, per_sample]) if shared_first else cat([per_sample, shared])
 
-Each logical row is mapped to a row pointer into either the shared packed QKV
-(Ls, 3*H*d) (one copy, no batch stride) or the per-sample packed QKV
-(B, Lp, 3*H*d) (any batch / row strides: it may be a view into a bigger buffer)
-by a per-row select, so a key block may straddle the segment boundary and there
-are cdiv(L, BLOCK_N) key blocks, as for a materialised sequence. Packed layout
-(nn.MultiheadAttention's in_proj): columns [q (H*d) | k (H*d) | v (H*d)], head h
-in columns h*d:(h+1)*d of each part; scale 1/sqrt(d). Full key blocks run without
-masks; only the partial last key block is masked. The output is written as
-(B, Lq, H*d), row-major with heads concatenated: the layout out_proj consumes.
-One program per (query block, batch*head) on a 1-D grid (query blocks fastest,
-so the programs of one (b, h) run together and share its K/V in L2; 1-D, so B*H
-has no 65535 limit). Batch and row offsets are int64.
+of length L = Ls + Lp without materialising it: the shared rows (TiTok's first-layer Q/K/V of the
+image-independent tokens, precomputed once per model) are read with batch stride 0. Non-causal, online
+softmax with fp32 statistics and accumulator; `query_rows=(start, stop)` computes only those logical rows
+(the keys always span the whole sequence).
 
-`query_rows=(start, stop)` computes only logical rows start..stop-1 (the
-encoder's last layer needs only the K latent rows, the decoder's last layer rows
-1..256); the keys always span the whole logical sequence.
+Shapes and dtypes: qkv (B, Lp, 3*H*d) packed as nn.MultiheadAttention's in_proj output ([q | k | v],
+head h in columns h*d:(h+1)*d of each part; any strides), shared_qkv (Ls, 3*H*d) or None, same dtype;
+Ls >= 0, Lp >= 1, B >= 0; fp32, fp16 or bf16. Output (B, stop - start, H*d) in the input dtype.
+Backends: "triton" (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1, there without bf16), "torch"
+(`titok_kernels.reference.concat_attention_torch`, any head dim), "auto" (titok_kernels.backend; falls
+back to torch, with a KernelFallbackWarning once per reason, where the kernel does not apply).
+Exactness: attention over the materialised sequence up to rounding (fp32 uses true fp32 products, no
+TF32; fp16/bf16 round P to the input dtype before P@V, as flash attention does); not bit-exact.
+Limits: forward only, no autograd, dropout, attention mask or causal mode. Triton backend: head dim 32,
+64 or 128; channel stride 1 and 16-byte aligned rows (base address and batch/row strides); otherwise
+ValueError / TypeError with backend="triton". On CUDA the first call per shape bucket autotunes.
+Tested hardware: the CPU test suite runs the kernel under TRITON_INTERPRET=1 (fp32, fp16) and compiles
+every kept autotune config for sm_90 and sm_80 (no spills; triton 3.6 and 3.9); which GPUs it has run
+on, and whether configs were tuned by measurement, is recorded in docs/kernels/concat_attention.md.
 
-Supported: head dims 32, 64, 128 (Triton backend; the torch backend takes any);
-any lengths Ls >= 0, Lp >= 1, B >= 0; dtypes fp32, fp16, bf16 (shared dtype =
-qkv dtype); output dtype = input dtype. fp16/bf16: tensor-core dots, P rounded to
-the input dtype before the P@V dot (as in flash attention), fp32 accumulation.
-fp32: both dots use input_precision="ieee" (true fp32 products, not TF32), i.e.
-CUDA-core FMA dots; Q K^T is summed over 16-wide head-dim chunks to keep the FMA
-operands in registers.
-
-Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 (fp32,
-fp16; triton 3.9 and 3.6) and by ahead-of-time compilation for sm_90/sm_80 of every
-kept autotune config (`aot_jobs()`: fp16/bf16/fp32, d 32/64/128, specialised as a
-launch is; no register spills, shared memory within the limit, with triton 3.9's
-ptxas and with triton 3.6's). Config choices are reasoned, not measured.
-
-Limits: forward only (no autograd); no dropout, attention mask or causal mode.
-Triton backend: CUDA tensors (or CPU tensors under TRITON_INTERPRET=1, where bf16
-is not available); head dim 32, 64 or 128; channel (last-dim) stride 1 and rows
-16-byte aligned (base address and batch/row strides multiples of 16 bytes). A call
-outside these raises ValueError / TypeError with backend="triton", and runs the
-torch reference with backend="auto" (with a KernelFallbackWarning, once per
-reason). The last dimension is 3 * num_heads * d. The 16-byte alignment lets
-the kernel tell the compiler so (the per-row select hides it), which gives
-16-byte vector loads and cp.async pipelining; without that hint the ahead-of-time
-compiles used 2-byte loads and spilled for most of the candidate tiles.
-
-Savings of the first-layer precompute (per image)
--------------------------------------------------
-Only the first layer can be precomputed: from layer 2 on, the shared rows have
-attended to the image's rows, so they depend on the image. For S shared rows at
-width W, computing position add + ln_pre + ln_1 + QKV projection of those rows
-once per model saves per image:
-
-    FLOPs = 2*S*W*3W (in_proj GEMM) + 3*S*W (bias) + 2*8*S*W (two LayerNorms,
-            counted as ~8 FLOPs per element) + S*W (position add)
-          = 6*S*W^2 + 20*S*W
-    bytes = 10*S*W*e  (activations no longer written or read: position add 2SW,
-            ln_pre 2SW, ln_1 2SW, GEMM input read SW + output write 3SW;
-            e = bytes per element; the in_proj weight is read anyway for the
-            per-sample rows; ln_pre's output is still read once per image as the
-            layer-1 residual, now from a single stride-0 copy, and not counted)
-
-and not materialising the shared rows per image (repeat or broadcast-add writes
-S*W, cat reads S*W and writes S*W) saves at least 3*S*W*e bytes per image. (The
-attention's own reads of the shared Q/K/V, 3*S*W*e per image in a materialised
-sequence, become reads of one copy that can stay in L2; not counted: unmeasured.)
-ViT-block FLOPs per image, for scale: layers * (24*L*W^2 + 4*L^2*W).
-
-    model, part             W layers    S    L    FLOPs saved % blocks         precompute bytes              cat bytes
-                                                                                    fp32 / bf16            fp32 / bf16
-    titok-l-32 decoder   1024     24  257  289  1,622,167,552    0.89%   10,526,720 / 5,263,360  3,158,016 / 1,579,008
-    titok-l-32 encoder   1024     24   32  289    201,981,952    0.11%      1,310,720 / 655,360      393,216 / 196,608
-    titok-s-128 decoder   512      8  257  385    406,857,728    1.87%    5,263,360 / 2,631,680    1,579,008 / 789,504
-    titok-s-128 encoder   512      8  128  385    202,637,312    0.93%    2,621,440 / 1,310,720      786,432 / 393,216
-
-(e.g. titok-l-32 decoder: 6*257*1024^2 = 1,616,904,192 plus 20*257*1024 =
-5,263,360; block FLOPs 24*(24*289*1024^2 + 4*289^2*1024) = 182,760,603,648.)
-The FLOP saving is small (~1-2 % of the blocks); the point of the kernel is
-mostly the bytes and launches of repeat/cat/LN/GEMM on rows that never change.
+Algorithm, precision argument, configurations, savings estimates and tests: docs/kernels/concat_attention.md.
 """
 from __future__ import annotations
 
@@ -115,7 +50,7 @@ _LOG2E = 1.4426950408889634
 # Every entry compiles without register spills and within shared memory for its arch
 # (`aot_jobs()` below declares each as launched, for sm_90 and sm_80, fp16, bf16 and fp32;
 # tests/test_concat_attention.py compiles them all); configs that spilled were pruned, as noted. The reasons are design
-# reasoning, not measurements: nothing has been timed on a GPU yet.
+# reasoning; whether any was measured is in docs/kernels/concat_attention.md ("Launch configurations").
 # --------------------------------------------------------------------------------------------
 _CONFIGS = {
     # Hopper, fp16/bf16 (wgmma). L is 289..513 in TiTok, so short key loops: 2-3 stages suffice.

@@ -1,134 +1,32 @@
 """One MaskGIT sampling step: guidance combine, Gumbel-max sample, confidence, cut-off, re-mask.
 
-Torch reference (`titok_kernels.reference.maskgit_step_torch`, what backend="torch"
-runs): the exact arithmetic of the
-official TiTok sampler (bytedance/1d-tokenizer, `ImageBert.generate`), one step,
-as a pure function of (logits, ids, noise, schedule values):
+Computes one step of the official TiTok sampler (`ImageBert.generate`), as a pure function:
 
-    logits  = cond                                   (no guidance)
-            | cond   + (cond - uncond) * s           (anchor "cond": constant / linear decay)
-            | uncond + (cond - uncond) * s           (anchor "uncond": power-cosine decay)
-    logits /= softmax_temperature                    (optional annealing)
-    g(u)    = -log(max(-log(max(u, 1e-20)), 1e-20))  (Gumbel from uniform noise)
-    sampled = argmax(logits + t * g(u_sample))       (first index on ties)
-    conf    = logits[sampled] where masked else +inf, then + t * g(u_conf)
-    n       = max(1, min(#masked in row 0 - 1, schedule_mask_len))   (row 0 for all rows)
-    cut     = n-th smallest conf of each row
-    next    = sampled if last step else (mask_id where conf <= cut else sampled)
+    logits  = cond | cond + (cond - uncond) * s | uncond + (cond - uncond) * s   (guidance anchor)
+    logits /= softmax_temperature                                               (optional)
+    sampled = argmax(logits + t * g(u_sample)),  g(u) = -log(max(-log(max(u, 1e-20)), 1e-20))
+    conf    = logits[sampled] (+inf for fixed tokens) + t * g(u_conf)
+    next    = sampled, but mask_id where conf <= cut (except on the last step), where
+    cut     = the n-th smallest conf of the row, n = max(1, min(#masked in row 0 - 1, schedule_mask_len))
 
-Noise order: the official sampler draws `u_sample` (B, K, V) then `u_conf` (B, K)
-with `uniform_(0, 1)` each step; passing them in reproduces it exactly.
+in ONE launch (the last program of each batch row does the cut-off; no host sync).
+Shapes and dtypes: cond/uncond logits (B, K, V) fp32, fp16 or bf16 (may differ; math in fp32; uncond
+None: no guidance), ids (B, K) int32/int64, any strides; mask_id == V; 1 <= K <= 1024, 1 <= V < 2^31,
+B * K < 2^31, B >= 0. Output: a new (B, K) int64 tensor. Noise, exactly one of: `noise=(u_sample
+(B, K, V), u_conf (B, K))` fp32 uniforms (parity with the official sampler's draws), or `seed` (int or
+1-element int64 device tensor) + `offset` (the step index, distinct per step), drawn in-kernel (Philox).
+Backends: "triton" (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1, there without bf16), "torch"
+(`titok_kernels.reference.maskgit_step_torch`), "auto" (titok_kernels.backend).
+Exactness: with the same given noise the ids equal the reference's bit for bit wherever the Gumbel
+values agree (under the interpreter numpy's log can differ from torch's by one ulp), and a seed gives
+the same ids only within one backend and device.
+Limits: forward only; one step per launch; launches overlapping in time on different streams of one
+device share the per-device arrival counters and are not supported. Temporary memory: B*K*4 bytes.
+Tested hardware: the CPU test suite runs the kernel under TRITON_INTERPRET=1 and compiles the launches
+of `aot_jobs()` for sm_90 and sm_80 (no spills; triton 3.6 and 3.9); which GPUs it has run on, and
+whether block sizes were tuned by measurement, is recorded in docs/kernels/maskgit_step.md.
 
-Triton path (`_maskgit_step_kernel`, ONE launch per step). Grid: one program per ROWS
-consecutive tokens of one batch row, B * cdiv(K, ROWS) programs. For V >= 1024 (TiTok:
-V = 4096) ROWS = 1, i.e. one program per token: 8192 programs at B=256, K=32, enough to
-fill any GPU and to keep many loads in flight per SM, where one program per batch row
-(B programs scanning K*V logits each) would leave a B=1 run on a single SM. For a small
-V, ROWS tokens share a 1024-logit tile (ROWS * BLOCK_V = 1024). A program
-  1. loads its ids; tokens already fixed keep their id and confidence +inf and load no
-     logits (exact: the reference discards their samples), so later steps read only the
-     logits of the still-masked tokens; a program with no masked token skips the scan;
-  2. scans V in BLOCK_V tiles: guidance combine, temperature, t * g(u) added, a running
-     per-lane (best score, its index, its un-noised logit), first index on ties; one
-     packed (score key, index) max-reduction at the end gives the sampled id, and the
-     sampled logit comes from the lane that holds it (kept during the scan: no second,
-     indirect load);
-  3. confidence = sampled logit (or +inf) + t * g(u_conf); stores the ids into the output
-     and the confidences into a (B, K) fp32 scratch;
-  4. (not on the last step) increments a per-batch-row arrival counter (atomic,
-     acq_rel, gpu scope, after a CTA barrier so the stores above are released). The
-     program that arrives last for row b resets the counter to 0 (so the next launch,
-     or the next replay of a captured CUDA graph, starts from zero), reads row b's
-     K confidences (volatile loads), counts the masked tokens of ids[0] itself
-     (mask_len in-kernel: no host sync), finds the n-th smallest confidence and
-     writes mask_id where conf <= cut.
-The counters are one persistent zero-initialised int32 buffer per device, grown on
-demand and never freed (a captured graph keeps using the address it recorded). A
-launch inside CUDA-graph capture that would need a larger buffer allocates a zeroed
-one in the graph's pool instead (one memset node more in that graph). Launches of
-this op that overlap in time on different streams of one device share the counters
-and are not supported.
-
-Arithmetic order (exactness): the kernel computes in fp32 in the reference's order,
-(c - u) * s then + anchor, then the temperature, then t * g then + logits, with the
-scalars s, T, t rounded to fp32 first (as torch does for an fp32 tensor and a Python
-float), and is launched with `enable_fp_fusion=False` so no multiply-add pair is
-contracted into an FMA (which would round once instead of twice). Division by the
-softmax temperature follows torch on the same device: on CPU torch divides (the kernel
-uses `tl.math.div_rn`, correctly rounded, under the interpreter); on CUDA, ATen's true
-division by a CPU scalar multiplies by the fp32 reciprocal `1.0f / float(T)`, and so
-does the kernel on CUDA (reciprocal computed on the host the same way; an assumption
-about torch's CUDA kernel that `test_gpu_torch_divides_by_scalar_via_reciprocal`
-checks). Logs: `tl.log` is libdevice's `__nv_logf` on NVIDIA GPUs (seen in the PTX of
-triton 3.9), which torch's CUDA `log` is assumed to share (the GPU parity test checks
-it), and `numpy.log` under the interpreter, which differs from torch's CPU `log` by one
-ulp on a fraction of inputs: with given noise, ids are identical to the reference
-whenever the Gumbel values agree bit for bit (the CPU tests draw noise on which
-numpy's and torch's log agree). Everything else (argmax, ties, the cut-off, NaN/inf
-handling) is exact on every device.
-
-Cut-off: confidences are mapped to order-preserving int32 keys (the sign-magnitude
-bit flip; -0.0 -> +0.0; every NaN -> INT32_MAX, above +inf, which is torch.sort's
-order). The n-th smallest key is the smallest key x with #(keys <= x) >= n: for
-K <= 64 by counting, for every i, the keys <= key_i in one (BLOCK_K, BLOCK_K) compare
-tile; for larger K (up to 1024) by a 32-step binary search over the key range
-(32 * K compares, no sort, nothing K x K in registers). `conf <= cut` is then
-`key <= cut_key`, false for NaN on either side, as in torch.
-
-Noise, two modes (exactly one per call):
-  * `noise=(u_sample (B, K, V), u_conf (B, K))`, fp32 uniforms in [0, 1) -- parity with
-    the official sampler, which draws them with `uniform_(0, 1)`;
-  * `seed` + `offset` -- drawn in-kernel (no (B, K, V) noise tensor in memory). Philox
-    4x32-10 (`tl.philox`) with key = the 64-bit seed and counter
-        (v // 4, b * K + k, offset, stream), stream 0 = sample noise, 1 = confidence noise;
-    each call yields 4 uint32, element v of the row takes word v % 4, and
-    u = (word >> 8) * 2^-24 (24-bit uniforms in [0, 1), like torch's fp32 uniforms).
-    So the element position, the batch/token row, the step and the noise kind occupy
-    distinct counter words: convention -- `offset` is the step index (any integer in
-    [0, 2^32)); distinct steps of one sampling run must use distinct offsets; sample and
-    confidence noise are disjoint by construction (the stream word), whatever the offset.
-    The uniforms do not depend on the tiling (ROWS, BLOCK_V) nor on the device. `seed` is a
-    Python int or a 1-element int64 device tensor that the kernel loads (write a new seed
-    into it and replay a captured graph for fresh noise). On CUDA the seeded path takes
-    the Gumbel logs with the hardware approximation (`libdevice.fast_log2f` =
-    `lg2.approx.f32`, absolute error about 2^-22, times ln 2): statistically irrelevant,
-    and cheaper than libdevice's logf -- the in-kernel noise costs Philox plus two logs
-    per logit, which should stay below the time to read the logits (an estimate from
-    instruction counts, not a measurement). Under the interpreter it uses `tl.log`, so
-    the same seed can give different ids there than on a GPU (same uniforms, different
-    log rounding); it is the given-noise path that reproduces the reference.
-  * The torch backend with a seed draws u_sample then u_conf with `torch.rand` from a
-    `torch.Generator` on the tensors' device, seeded with a 64-bit mix (splitmix64) of
-    (seed, offset) (`titok_kernels.reference.torch_noise`). Torch and Triton seeded
-    streams differ; the same (seed, offset) gives the same ids within a backend and
-    device. A tensor seed is read with `.item()` by the torch backend (a host sync on
-    CUDA; the torch backend is the CPU path).
-
-NaN rule (both backends, torch's): in the argmax NaN is above every number and the
-first NaN wins, so a row whose logits (after guidance/temperature/noise) contain NaN
-samples the first NaN position and its sampled logit and confidence are NaN. In the
-cut-off NaN is above +inf (torch.sort) and compares false: a NaN-confidence token is
-never re-masked, and if the n-th smallest confidence is NaN no token of that row is
-re-masked. No host synchronisation is spent looking for NaN.
-
-Shapes and dtypes: cond/uncond logits (B, K, V) fp32, fp16 or bf16 (may differ; math
-in fp32; no bf16 under the interpreter, where backend="auto" falls back to torch), any
-strides (passed to the kernel; nothing is copied); ids (B, K) int32 or int64, any
-strides; noise fp32, any strides; V == mask_id (the mask id is the codebook
-size); 1 <= K <= 1024 (the last program of a row holds next_power_of_2(K) confidences in
-registers: 1024 for the MaskGIT 512px baseline, 32 / 64 / 128 for TiTok);
-1 <= V < 2^31; B * K < 2^31; B >= 0 (B == 0 returns an empty (0, K) result without a
-launch). Offsets into the logits and noise are int64. Output: a new (B, K) int64
-tensor. Temporary memory: B*K*4 bytes (confidences) per call, plus the counters.
-
-Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 (triton 3.9
-and 3.6) and by ahead-of-time compilation for sm_90/sm_80 of the launches of
-`aot_jobs()` (representative calls, specialised as a launch is: no spills, shared memory
-within the limit). Block sizes and warp counts are chosen to compile without spills,
-not by measurement.
-
-Limits: forward only; one step per launch; launches that overlap in time on different
-streams of one device share the arrival counters and are not supported (above).
+Algorithm, exactness argument, noise streams, NaN rule, cost estimates and tests: docs/kernels/maskgit_step.md.
 """
 from __future__ import annotations
 
@@ -172,7 +70,7 @@ except ImportError:  # pragma: no cover - only the FAST_LOG path (CUDA) needs it
 @triton.jit
 def _gumbel(u, FAST_LOG: tl.constexpr):
     """-log(max(-log(max(u, 1e-20)), 1e-20)), the reference's Gumbel transform (NaN stays NaN).
-    FAST_LOG: the logs as the hardware log2 times ln 2 (the seeded path on CUDA, see the docstring)."""
+    FAST_LOG: the logs as the hardware log2 times ln 2 (the seeded path on CUDA, see docs/kernels/maskgit_step.md)."""
     inner = tl.maximum(u, 1e-20, propagate_nan=tl.PropagateNan.ALL)
     if FAST_LOG:
         inner = -(libdevice.fast_log2f(inner) * 0.6931471805599453)
@@ -219,7 +117,7 @@ def _maskgit_step_kernel(
 
     token = current
     sampled_logit = tl.full((ROWS,), float("inf"), tl.float32)
-    if tl.max(is_mask.to(tl.int32), axis=0) > 0:  # tokens already fixed need no scan (exact: see above)
+    if tl.max(is_mask.to(tl.int32), axis=0) > 0:  # fixed tokens need no scan (exact: their samples are discarded)
         lanes = tl.arange(0, BLOCK_V)
         cond_rows = cond_ptr + b * stride_cb + ks64[:, None] * stride_ck
         uncond_rows = uncond_ptr + b * stride_ub + ks64[:, None] * stride_uk
@@ -348,7 +246,7 @@ def kernel_config(k: int, v: int, *, rows: int | None = None, rank_cutoff: bool 
     return dict(ROWS=rows, BLOCK_V=block_v, BLOCK_K=block_k, RANK_CUTOFF=rank_cutoff, num_warps=num_warps)
 
 
-# Arrival counters, one zero-initialised int32 buffer per device (see the module docstring).
+# Arrival counters, one zero-initialised int32 buffer per device (docs/kernels/maskgit_step.md).
 # Every buffer ever handed to a launch stays referenced here: a captured CUDA graph keeps its address.
 _COUNTERS: dict[torch.device, list[torch.Tensor]] = {}
 
@@ -548,7 +446,7 @@ def _maskgit_step_op(cond_logits: torch.Tensor, uncond_logits: torch.Tensor | No
         if ids.shape[0] == 0:
             return ids.new_empty(ids.shape, dtype=torch.int64)
         if sample_noise is None:
-            seed_value = int(seed_tensor.item()) if seed_tensor is not None else seed  # .item(): see docstring
+            seed_value = int(seed_tensor.item()) if seed_tensor is not None else seed  # .item(): a host sync on CUDA
             sample_noise, confidence_noise = torch_noise(cond_logits, seed_value, offset)
         return maskgit_step_torch(cond_logits, uncond_logits, ids, sample_noise, confidence_noise, **params)
     kwargs = dict(params, seed=seed, offset=offset)
@@ -572,7 +470,7 @@ def maskgit_step(cond_logits: torch.Tensor, uncond_logits: torch.Tensor | None, 
                  schedule_mask_len: int = 1, last_step: bool = False,
                  noise: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int | torch.Tensor | None = None,
                  offset: int = 0, backend: str = "auto") -> torch.Tensor:
-    """One MaskGIT sampling step: the next ids (B, K) int64 (see the module docstring for the math).
+    """One MaskGIT sampling step: the next ids (B, K) int64 (the module docstring has the math).
 
     cond_logits / uncond_logits: (B, K, V) fp32/fp16/bf16 (uncond None: no guidance); ids (B, K)
     int32/int64 with mask_id == V marking masked tokens. Noise: exactly one of

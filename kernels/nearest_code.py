@@ -1,71 +1,30 @@
 """Fused nearest-codebook lookup: (optional) l2 normalisation, squared distance and argmin.
 
-Math (the official TiTok quantizer, fp32 whatever the input dtype):
+Computes, in fp32 whatever the input dtype (the official TiTok quantizer's math):
 
     z, e = z.float(), codebook.float()
     if l2_normalize: z, e = F.normalize(z, dim=-1), F.normalize(e, dim=-1)
     d[m, n] = (|z_m|^2 + |e_n|^2) - 2 z_m . e_n
     index[m] = argmin_n d[m, n]          (first index on ties)
 
-`titok_kernels.reference.nearest_code_torch` is that code verbatim (it materialises
-the M x N matrix; `backend="torch"` runs it); `nearest_code(..., backend="triton")`
-never does. Its algorithm, 2 or 3 launches:
+without materialising the M x N matrix: a prepare pass (fp32, normalised, padded copies and squared
+norms), a tiled distance + running argmin, and a combine when the codebook is split (small M).
 
-1. Prepare pass (`_nearest_code_prepare_kernel`, one launch for both operands):
-   read z and the codebook with their strides and dtypes, cast to fp32,
-   F.normalize if asked (correctly rounded sqrt and division), and write
-   zero-padded (rows, BLOCK_D) fp32 copies -- z scaled by -2 (exact) -- plus the
-   squared norms |z|^2 and |e|^2. Why here and not inside the tile loop: the
-   codebook is shared by all M / BLOCK_M row blocks, so normalising it once costs
-   N*D work instead of (M / BLOCK_M) * N * D; and z must be in memory anyway,
-   because the loop reloads it in BLOCK_K chunks (below). The extra traffic,
-   (M + N) * BLOCK_D * 8 bytes, is small next to the 2*M*N*D flops of the loop.
-2. Main kernel (`_nearest_code_kernel`): one program per BLOCK_M rows of z and
-   one contiguous range of codebook tiles (a "split"). For each BLOCK_N tile of
-   codes it computes the full distance as one accumulation,
-   `d = (|z|^2 + |e|^2) + (-2 z) . e`, with `tl.dot` over BLOCK_K chunks of the
-   padded feature axis. K is chunked because the fp32 FMA dot keeps a thread's
-   whole K slice of both operands in registers: whole-K dots spilled in the AOT
-   compiles (sm_90, 64 x 64 tiles, 8 warps: STACK 720 bytes at D = 256, 8 at
-   D = 32 with BLOCK_K = 32). The dot uses input_precision="ieee" (true fp32 products): TF32
-   keeps 10 mantissa bits, which perturbs distances far more than fp32 rounding
-   and would change indices against the reference. A running (min, index) is
-   kept per (row, column-in-tile) element, so tiles are merged with element-wise
-   compares and no cross-thread shuffles; one row reduction at the end picks the
-   best column. The full distance (not just |e|^2 - 2 z.e, which would suffice
-   for the argmin) costs one add per element and keeps the reference's formula:
-   the returned distance needs no fix-up, and inf inputs give the same NaN/inf
-   pattern as the reference matrix.
-3. When there are too few row blocks to fill the GPU (small M: one image is 32
-   rows) the codebook tiles are split over a second grid axis (about two waves
-   of programs); each split writes a partial (distance, index) per row and
-   `_nearest_code_combine_kernel` merges them in split order, which keeps
-   first-index tie-breaking.
+Shapes and dtypes: z (M, D), codebook (N, D), fp32, fp16 or bf16 each (they may differ), any strides;
+1 <= D <= 256, N >= 1, M >= 0 (M == 0: empty outputs, no launch). Outputs: int64 indices (M,) and, with
+`return_distance`, fp32 squared distances (M,). NaN rule (torch.argmin's): NaN is smaller than every
+number and the first NaN wins.
+Backends: "triton" (CUDA tensors, or CPU tensors under TRITON_INTERPRET=1, there without bf16), "torch"
+(`titok_kernels.reference.nearest_code_torch`), "auto" (titok_kernels.backend).
+Exactness: true fp32 products (no TF32) in the reference's formula, so the chosen distance is the
+minimum up to fp32 rounding and the index is the reference's wherever the codebook is well separated.
+Limits: forward only, no autograd; indices int32 inside the kernels (N < 2^31); temporary memory
+(M_pad + N) * (BLOCK_D + 1) * 4 bytes (+ splits * M * 12 when split).
+Tested hardware: the CPU test suite runs the kernels under TRITON_INTERPRET=1 and compiles every launch
+of `aot_jobs()` for sm_90 and sm_80 (no spills; triton 3.6 and 3.9); which GPUs it has run on, and
+the state of block-size tuning, are recorded in docs/kernels/nearest_code.md.
 
-NaN rule (both backends; it is torch.argmin's): NaN counts as smaller than every
-number and the first NaN wins. So a z row containing NaN gets index 0 and
-distance NaN; a codebook row containing NaN is chosen by every row that has no
-NaN of its own (the first such codebook row). No host synchronisation is spent
-detecting NaN.
-
-Shapes and dtypes: z (M, D), codebook (N, D); fp32, fp16 or bf16 each (they may
-differ; no bf16 under the interpreter, where backend="auto" falls back to torch);
-1 <= D <= 256 (padded to a power of two, at least 16, with masks); N >= 1 (indices
-are int32 inside the kernels, so N < 2^31; tested up to 16384); M >= 0 (M == 0
-returns empty outputs without a launch; row offsets are int64).
-z and codebook may be non-contiguous: their strides are passed to the prepare
-pass. Outputs: int64 indices (M,), fp32 distances (M,).
-Temporary memory: (M_pad + N) * (BLOCK_D + 1) * 4 bytes, plus splits * M * 12
-bytes when the codebook is split (M_pad = M rounded up to BLOCK_M).
-
-Tested hardware: not yet run on a GPU; verified under TRITON_INTERPRET=1 (triton 3.9
-and 3.6) and by ahead-of-time compilation for sm_90/sm_80 (no spills, shared memory
-within the limit) of the launches of `aot_jobs()`, one representative call per
-configuration in `_CONFIGS`, specialised as a launch is (titok_kernels.aot). Block
-sizes are chosen to compile without spills, not tuned by measurement: nothing has
-been measured on a GPU.
-
-Limits: forward only, no autograd; indices int32 inside the kernels (N < 2^31).
+Algorithm, exactness argument, launch configuration, cost estimates and tests: docs/kernels/nearest_code.md.
 """
 from __future__ import annotations
 
@@ -81,15 +40,9 @@ from .reference import nearest_code_torch
 OP = "nearest_code"
 _MAX_D = 256
 
-# BLOCK_D -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages). Chosen by AOT compiles alone
-# (not timed: no GPU measurement yet): 64 x 64 tiles at 8 warps give each thread a 4 x 4 sub-tile,
-# 128-192 registers and STACK 0 on sm_90 and sm_80; at 4 warps (8 x 4 per thread) the same tiles
-# used 255 registers and spilled at D >= 32. BLOCK_K = 16 bounds the operand registers of the
-# fp32 FMA dot of the unrolled K loop (D <= 64: 2 stages, since the whole BLOCK_D-wide tiles are
-# staged there and shared memory grows with D). The runtime K loop (D >= 128) takes BLOCK_K = 32
-# with 2 stages: its former (BLOCK_K 16, 3 stages) spilled 8 bytes on sm_80 (triton 3.9's ptxas) once
-# the AOT compile was specialised as a launch is (aligned, unit strides); 32 x 2 has STACK 0 on
-# sm_90 and sm_80 with the ptxas of triton 3.9 and of 3.6.
+# BLOCK_D -> (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages), chosen by AOT compiles (no spills on
+# sm_90/sm_80), not by timing: 64 x 64 tiles need 8 warps (4 warps spilled at D >= 32); BLOCK_K bounds
+# the fp32 FMA dot's operand registers. The reasons entry by entry: docs/kernels/nearest_code.md.
 _CONFIGS = {
     16: (64, 64, 16, 8, 2),
     32: (64, 64, 16, 8, 2),
@@ -356,7 +309,7 @@ def nearest_code(z: torch.Tensor, codebook: torch.Tensor, *, l2_normalize: bool,
     """Index of the nearest codebook row for each row of z: int64 (M,), first index on ties.
 
     With `return_distance`, also the fp32 squared distance (M,) to that row. Math in fp32
-    for any input dtype; see the module docstring for the algorithm and the NaN rule.
+    for any input dtype; see the module docstring for the contract and the NaN rule.
     backend: "auto", "triton" or "torch" (titok_kernels.backend describes the choice).
     """
     _validate(z, codebook)

@@ -17,11 +17,11 @@ tile sizes are exercised by test_kept_gpu_config_tiles. The ahead-of-time compil
 marked slow (about 90 s with a cold Triton cache on 2 cores, ~15 s warm).
 """
 import importlib
-import os
 import warnings
 
 import pytest
 import torch
+from kernel_utils import HAS_CUDA, INTERPRET, TRITON_DEVICE, assert_twice_torch_max_error, needs_triton
 from shapes import CONCAT_ATTENTION
 
 import titok_kernels
@@ -31,10 +31,6 @@ from titok_kernels.concat_attention import aot_jobs, concat_attention
 from titok_kernels.reference import concat_attention_torch, split_packed_qkv
 
 CA = importlib.import_module("titok_kernels.concat_attention")
-HAS_CUDA = torch.cuda.is_available()
-INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-TRITON_DEVICE = "cuda" if HAS_CUDA else "cpu"
-needs_triton = pytest.mark.skipif(not (HAS_CUDA or INTERPRET), reason="needs CUDA or TRITON_INTERPRET=1")
 
 
 def _shape_id(shape):
@@ -59,10 +55,8 @@ def _assert_parity(out, qkv, shared, heads, shared_first, query_rows=None):
     torch_lowp = concat_attention_torch(qkv, shared, num_heads=heads, shared_first=shared_first,
                                         query_rows=query_rows)
     assert out.shape == ref64.shape and out.dtype == qkv.dtype
-    err = (out.double() - ref64).abs().max().item()
-    torch_err = (torch_lowp.double() - ref64).abs().max().item()
     eps = torch.finfo(qkv.dtype).eps * ref64.abs().max().item()
-    assert err <= 2 * torch_err + eps, f"kernel error {err:.3e} > 2 * torch error {torch_err:.3e} + eps {eps:.3e}"
+    assert_twice_torch_max_error(out, torch_lowp, ref64, eps)
 
 
 # ------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ the CPU parity tests draw noise on which the two Gumbel transforms agree bit for
 (`_agreeing_uniforms`); everything else (guidance/temperature arithmetic order, argmax ties,
 the cut-off, re-masking) must then match exactly.
 """
-import os
 import warnings
 
 import numpy as np
@@ -21,11 +20,8 @@ from titok_kernels import backend as backend_module
 from titok_kernels.aot import compile_jobs
 from titok_kernels.maskgit_step import _maskgit_step_triton, aot_jobs, kernel_config, maskgit_step
 from titok_kernels.reference import gumbel, maskgit_step_torch, torch_noise_seed
+from kernel_utils import BACKENDS, needs_triton_cpu
 from tests.shapes import MASKGIT_STEP_B, MASKGIT_STEP_K, MASKGIT_STEP_V
-
-TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-BACKENDS = ["torch"] + (["triton"] if TRITON_ON_CPU else [])
-needs_triton_cpu = pytest.mark.skipif(not TRITON_ON_CPU, reason="Triton on CPU tensors needs TRITON_INTERPRET=1")
 
 
 # ---- inputs -------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ cancel in |z|^2 + |e|^2 - 2 z.e, so the natural unit of fp32 rounding error):
     fp64 argmin (and the torch reference's index);
   * the returned fp32 distance is within 1e-6 * scale of the chosen code's fp64 distance.
 """
-import os
 import warnings
 
 import pytest
@@ -24,13 +23,11 @@ from titok_kernels import backend as backend_module
 from titok_kernels.aot import compile_jobs
 from titok_kernels.nearest_code import _CONFIGS, _nearest_code_triton, aot_jobs, nearest_code
 from titok_kernels.reference import nearest_code_torch
+from kernel_utils import BACKENDS, INTERPRET, assert_within_twice_torch_error, needs_triton_cpu
 from tests.shapes import NEAREST_CODE_TITOK, NEAREST_CODE_UNALIGNED
 
-TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 CHOSEN_TOL = 1e-6     # chosen fp64 distance - fp64 minimum, in units of scale
 SEPARATED = 1e-5      # runner-up gap (units of scale) above which indices must match exactly
-
-needs_triton_cpu = pytest.mark.skipif(not TRITON_ON_CPU, reason="Triton on CPU tensors needs TRITON_INTERPRET=1")
 
 
 def _make_inputs(m, n, d, dtype, device="cpu", *, transposed_z=False):
@@ -145,7 +142,7 @@ def test_triton_near_ties(l2, d):
     excess = _chosen_excess(z, codebook, l2, nearest_code(z, codebook, l2_normalize=l2, backend="triton")).max()
     torch_excess = _chosen_excess(z, codebook, l2, nearest_code_torch(z, codebook, l2_normalize=l2)).max()
     assert excess <= CHOSEN_TOL
-    assert excess <= 2 * torch_excess + 2.0 ** -23
+    assert_within_twice_torch_error(excess, torch_excess, 2.0 ** -23)
 
 
 @needs_triton_cpu
@@ -188,9 +185,6 @@ def test_triton_index_only_matches_with_distance():
 
 # ---- edge cases: empty, ties, NaN ----------------------------------------------------------------------
 
-BACKENDS = ["torch"] + (["triton"] if TRITON_ON_CPU else [])
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_z(backend):
     z, codebook = torch.randn(0, 12), torch.randn(10, 12)
@@ -199,7 +193,7 @@ def test_empty_z(backend):
     assert distances.shape == (0,) and distances.dtype == torch.float32
 
 
-TIE_CASES = [("torch", None)] + ([("triton", None), ("triton", 1), ("triton", 4)] if TRITON_ON_CPU else [])
+TIE_CASES = [("torch", None)] + ([("triton", None), ("triton", 1), ("triton", 4)] if INTERPRET else [])
 
 
 @pytest.mark.parametrize("backend, splits", TIE_CASES)
