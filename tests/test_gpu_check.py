@@ -74,7 +74,7 @@ def test_rehearsal_runs_every_stage_and_packs_it(tmp_path):
     proc, out = _run(tmp_path, "--rehearse")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())
-    assert len(files) <= 8                                   # the device tool returns at most 8 files
+    assert len(files) <= 8                                   # few files: easy to copy off the GPU machine
     assert files == [f"gpu_check_stage{s}.{ext}" for s in (1, 2, 3) for ext in ("tgz", "txt")]
     for stage, expected in EXPECTED.items():
         members = _members(out / f"gpu_check_stage{stage}.tgz")

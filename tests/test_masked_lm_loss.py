@@ -8,7 +8,6 @@ Bounds. fp32: loss within 1e-5 relative, each gradient within 1e-5 of its fp64 n
 sums over V <= a few thousand terms stays near 1e-7; 1e-5 leaves room for the chunked order). bf16 (GPU):
 each error against fp64 at most twice plain torch's own bf16 error (F.linear + F.cross_entropy in bf16).
 """
-import os
 
 import pytest
 import torch
@@ -18,8 +17,8 @@ from titok_kernels.aot import compile_jobs
 from titok_kernels.masked_lm_loss import aot_jobs, default_chunk_rows, masked_lm_loss
 from titok_kernels.reference import masked_lm_loss_torch
 
-TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-needs_triton_cpu = pytest.mark.skipif(not TRITON_ON_CPU, reason="Triton on CPU tensors needs TRITON_INTERPRET=1")
+from kernel_utils import needs_triton_cpu
+
 
 
 def _inputs(m, d, v, device="cpu", seed=0):
