@@ -44,7 +44,6 @@ from titok_bench.harness import threads as thread_policy
 
 SCHEMA = "titok-kernels/official-cpu/v1"
 CONFIG = Path("configs") / "infer" / "TiTok" / "titok_l32.yaml"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def build_parser() -> cli.ArgumentParser:
@@ -68,19 +67,8 @@ def cpu_facts() -> dict:
     """CPU model and the flags that matter for bf16, what PyTorch's dispatch sees, threads, affinity, load."""
     import torch
 
-    model, flags, family = platform.processor() or platform.machine(), set(), {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = (part.strip() for part in line.partition(":"))
-                if key == "model name":
-                    model = value
-                elif key in ("cpu family", "model", "stepping", "vendor_id") and key not in family:
-                    family[key] = value
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
+    from titok.cpu_info import cpu_identity
+
     try:
         caps = {k: v for k, v in torch._C._cpu._get_cpu_capability().items() if v and ("bf16" in k or "amx" in k)}
     except (AttributeError, RuntimeError):
@@ -93,7 +81,7 @@ def cpu_facts() -> dict:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         load = None
-    return {"model_name": model, **family, "flags": [f for f in CPU_FLAGS if f in flags],
+    return {**cpu_identity(),
             "torch_cpu_capability_bf16": caps, "torch_threads": torch.get_num_threads(), "affinity_cpus": affinity,
             "os_cpu_count": os.cpu_count(), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"), "load_avg": load}

@@ -381,26 +381,14 @@ def pixel_dependencies(device_type: str) -> dict:
     import torch
 
     if device_type == "cpu":
+        from titok.cpu_info import cpu_label
         from titok.cpu_threads import THREADS_PER_ITEM
 
-        return {"intra_op_threads_per_item": THREADS_PER_ITEM, "cpu": _cpu_model(), "machine": platform.machine(),
+        return {"intra_op_threads_per_item": THREADS_PER_ITEM, "cpu": cpu_label(), "machine": platform.machine(),
                 "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
                 "not": "the thread count, the number of processes, the batch size, resumes"}
     return {"device": device_type, "torch": torch.__version__, "batch_size": "yes: the GPU's kernels are chosen by "
             "shape (keep --batch-size to reproduce a set)", "not": "the number of processes, resumes"}
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or "unknown"
 
 
 def prepare_output(layout: Layout, settings: dict, sources: dict | None = None) -> tuple[str, str]:
@@ -943,13 +931,13 @@ def _compact_ranges(ids: list[int]) -> list:
 
 
 def _device_name(device) -> str:
-    import platform
-
     import torch
+
+    from titok.cpu_info import cpu_label
 
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
+    return f"cpu ({cpu_label()})"
 
 
 # ---- `titok decode` -------------------------------------------------------------------------------------------

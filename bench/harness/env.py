@@ -65,8 +65,11 @@ def device_peaks(device: torch.device | str) -> dict | None:
 
 def device_name(device: torch.device | str) -> str:
     device = torch.device(device)
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or
-                                                                               platform.machine())
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    from titok.cpu_info import cpu_label
+
+    return cpu_label()
 
 
 def device_slug(device: torch.device | str) -> str:
