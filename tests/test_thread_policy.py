@@ -16,12 +16,14 @@ def test_idle_machine_keeps_pytorchs_defaults():
     assert r["source"] == {"intra_op": "default", "omp_wait_policy": "default"} and r["reason"].startswith("idle")
 
 
-def test_busy_machine_waits_passively_and_keeps_the_thread_count():
+def test_busy_machine_waits_passively_with_a_thread_per_cpu_and_per_cpu_taken():
     r = threads.decide(BUSY, env={})
-    assert r["intra_op"] is None and r["omp_wait_policy"] == "PASSIVE" and r["reason"].startswith("busy")
-    assert r["source"] == {"intra_op": "default", "omp_wait_policy": "auto"}
+    assert r["intra_op"] == 4 and r["omp_wait_policy"] == "PASSIVE" and r["reason"].startswith("busy")
+    assert r["source"] == {"intra_op": "auto", "omp_wait_policy": "auto"}
     half = threads.decide({"allowed_cpus": 8, "idle_cpus": 4.0, "load1": 4.0, "sample_s": 0.5}, env={})
-    assert half["intra_op"] is None and half["omp_wait_policy"] == "PASSIVE"
+    assert half["intra_op"] == 12 and half["omp_wait_policy"] == "PASSIVE"
+    assert threads.busy_threads(16, 15.4) == 17 and threads.busy_threads(2, 0.0) == 4
+    assert threads.busy_threads(4, 4.5) == 4 and threads.busy_threads(2, 1.5) == 3
     one = threads.decide({"allowed_cpus": 1, "idle_cpus": 0.9, "load1": 3.0, "sample_s": 0.5}, env={})
     assert one["intra_op"] is None and one["omp_wait_policy"] is None  # 0.1 of a core taken: idle
 
@@ -56,7 +58,7 @@ def test_reexecuted_process_takes_the_decision_and_does_not_loop(monkeypatch):
     monkeypatch.setattr(threads.os, "execve", lambda *a: (_ for _ in ()).throw(AssertionError("re-executed")))
     try:
         out = threads.configure(None, "auto", "cpu", script_entry=True)
-        assert out["reexecuted"] and out["intra_op"] == saved == torch.get_num_threads()
+        assert out["reexecuted"] and out["intra_op"] == record["intra_op"] == 4 == torch.get_num_threads()
         assert out["omp_wait_policy"] == "PASSIVE"
     finally:
         torch.set_num_threads(saved)

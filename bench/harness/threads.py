@@ -5,10 +5,11 @@ At a CPU tool's start `choose` looks at what the machine has free and picks:
   thread per allowed CPU and OpenMP's active (spinning) wait. Passive waiting costs a lot there: on the AMD EPYC
   development machine (2 cores) bf16 `fast` generation at batch 1 took 1.41 s with the defaults, 2.70 s with
   OMP_WAIT_POLICY=PASSIVE and 2.37 s with one thread;
-- a busy machine: OMP_WAIT_POLICY=PASSIVE, PyTorch's thread count kept. Spinning threads lose whole scheduler
-  time slices when other processes hold the cores: beside the synthetic load of `bench/busy_load.py` the same
-  generation took 12.4 s with the defaults, 4.59 s passive on 2 threads and 4.83 s on one thread (and the main job
-  ran faster passive on 2 threads than on 1 in another run: docs/cpu-threads.md), so the count is kept.
+- a busy machine: OMP_WAIT_POLICY=PASSIVE and `busy_threads` intra-op threads (the allowed CPUs plus those
+  taken by others, at most twice the allowed CPUs). Spinning threads lose whole scheduler time slices when
+  other processes hold the cores: beside the synthetic load of `bench/busy_load.py` the same generation took
+  12.4 s with the defaults, 4.59 s passive on 2 threads and 4.83 s on one thread; and the main job's `fast`
+  kept 22%, 29% and 31% of its idle rate passive on 2, 3 and 4 threads (docs/cpu-threads.md).
 "Free" is measured, not guessed: the idle time of the allowed CPUs in /proc/stat over `SAMPLE_S` seconds while
 this process sleeps (the load average lags by a minute and counts this tool's own earlier runs; it is recorded,
 not used). Where /proc/stat is missing (not Linux) the defaults are kept.
@@ -21,6 +22,7 @@ unless asked. The record (`"threads"` in result files) says what was chosen, fro
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -73,6 +75,14 @@ def measure(sample_s: float = SAMPLE_S) -> dict:
             "load1": None if load1 is None else round(load1, 2), "sample_s": sample_s}
 
 
+def busy_threads(cpus: int, idle: float) -> int:
+    """The intra-op thread count on a busy machine: the allowed CPUs plus the CPUs other processes take
+    (rounded up), at most twice the allowed CPUs. The scheduler shares a core among runnable threads, and a
+    passively waiting thread gives its slice away during serial work, so a process with one thread per CPU
+    gets less than its share beside other multi-threaded processes (measured: docs/cpu-threads.md)."""
+    return min(2 * cpus, cpus + math.ceil(max(0.0, cpus - idle) - 1e-9))
+
+
 def decide(measured: dict, *, threads: int | None = None, policy: str = "auto", env=None,
            device_type: str = "cpu") -> dict:
     """The choice for these measurements and user settings (a pure function; see the module docstring)."""
@@ -82,20 +92,13 @@ def decide(measured: dict, *, threads: int | None = None, policy: str = "auto", 
     env_threads, env_policy = env.get("OMP_NUM_THREADS"), env.get("OMP_WAIT_POLICY")
     idle = measured.get("idle_cpus")
     busy = device_type == "cpu" and idle is not None and cpus - idle > BUSY_MARGIN
-    if device_type != "cpu":
-        record["reason"] = f"{device_type} device: the host threads are left as they are"
-    elif idle is None:
-        record["reason"] = "the CPUs' idle time could not be read: PyTorch's defaults"
-    elif busy:
-        record["reason"] = (f"busy: {cpus - idle:.1f} of {cpus} allowed CPUs taken by other processes: passive "
-                            "waiting, PyTorch's thread count")
-    else:
-        record["reason"] = f"idle: {idle:.1f} of {cpus} allowed CPUs free: PyTorch's defaults"
     # threads: flag > environment > auto
     if threads is not None:
         record["intra_op"], record["source"]["intra_op"] = threads, "--threads"
     elif env_threads:
         record["intra_op"], record["source"]["intra_op"] = None, "OMP_NUM_THREADS"
+    elif busy:
+        record["intra_op"], record["source"]["intra_op"] = busy_threads(cpus, idle), "auto"
     else:
         record["source"]["intra_op"] = "default"
     # wait policy: flag > environment > auto
@@ -107,6 +110,22 @@ def decide(measured: dict, *, threads: int | None = None, policy: str = "auto", 
         record["omp_wait_policy"], record["source"]["omp_wait_policy"] = "PASSIVE", "auto"
     else:
         record["source"]["omp_wait_policy"] = "default"
+    if device_type != "cpu":
+        record["reason"] = f"{device_type} device: the host threads are left as they are"
+        return record
+    if idle is None:
+        state = "the CPUs' idle time could not be read"
+    elif busy:
+        state = f"busy: {cpus - idle:.1f} of {cpus} allowed CPUs taken by other processes"
+    else:
+        state = f"idle: {idle:.1f} of {cpus} allowed CPUs free"
+    wait_source, thread_source = record["source"]["omp_wait_policy"], record["source"]["intra_op"]
+    wait = {"auto": "passive waiting", "default": "OpenMP's default waiting"}.get(
+        wait_source, f"the wait policy of {wait_source}")
+    count = {"default": "PyTorch's thread count",
+             "auto": f"{record['intra_op']} threads (the allowed CPUs + those taken by others)"}.get(
+        thread_source, f"the thread count of {thread_source}")
+    record["reason"] = f"{state}: {wait}, {count}"
     return record
 
 
