@@ -4,6 +4,7 @@
     python bench/sampling.py --model titok-l-32 --pipelines reference,compile,fast \\
         --batch-sizes 1,8,32,128 --out profiles/h200/sampling.json --plot profiles/h200/sampling.png
     python bench/sampling.py --compare paper                         # the paper's speed claims, re-measured
+    python bench/sampling.py --compare tokens --out tokens.json      # the paper's token-count claims (Fig. 4d)
 
 One sample is one generated image (the paper's T column): MaskGIT sampling, the ViT decoder and the
 MaskGIT-VQGAN pixel decoder. The pipelines compared (with --compare: the models of one resolution)
@@ -12,7 +13,9 @@ it), a speed-up the median of per-iteration ratios (p20-p80 beside it); each sta
 alone. The run warns when the machine was busy (its CPU share, the load average) or when the stage
 sum and the end-to-end time disagree by more than 25%. `--compare paper` re-measures Tables 1 and 2
 (TiTok, the MaskGIT baseline, DiT-XL/2) in the `paper` (fp32 + TF32, eager) and `best` (bf16, each
-model's fastest mode) protocols; long samplers on CPU are projected from a few steps. Random weights
+model's fastest mode) protocols; long samplers on CPU are projected from a few steps. `--compare tokens`
+re-measures Sec. 4.2 / Fig. 4d: sampling and generator-training throughput from K = 16 to 256 tokens
+(titok_bench.harness.token_sweep), with the K=32 over K=256 ratios beside the paper's. Random weights
 unless --checkpoint-dir (speed does not depend on weights). Protocol in full: titok_bench.harness.measure;
 result file: bench/schema_sampling.json (v2). CPU figures are not the paper's GPU figures.
 """
@@ -29,11 +32,12 @@ import torch
 from titok.errors import RandomWeightsWarning
 from titok_bench.harness import cli
 from titok_bench.harness import threads as thread_policy
+from titok_bench.harness import token_sweep
 from titok_bench.harness.env import CpuWindow, busy_warnings, environment, extra_packages, parse_device
 from titok_bench.harness.measure import Job, Settings, fail_row, measure_group, prime_process
 from titok_bench.harness.models import COMPARE_SETS, MODES, PUBLIC_MODELS, SPECS, checkpoint_paths, weights_of
 from titok_bench.harness.nvml import NvmlMonitor
-from titok_bench.harness.report import CPU_NOTICE, claims_rows, print_report
+from titok_bench.harness.report import CPU_NOTICE, claims_rows, print_report, print_tokens_report
 from titok_bench.harness.results import validate_json, write_json
 
 SCHEMA_ID, SCHEMA_VERSION = "titok-kernels/sampling/v2", 2
@@ -44,7 +48,10 @@ EPILOG = ("Defaults differ by device. GPU: pipelines reference,compile,fast, bat
           "after 3 warm-up calls. CPU: pipelines reference,fast (compile is left out on CPU: inductor compiles "
           "titok-l-32 for about 4 minutes on a 2-core CPU; add it with --pipelines), batch size 1, 2 iterations "
           "after 1 warm-up. --compare on GPU: batch 32, 3 iterations after 1 warm-up, both protocols; on CPU: batch "
-          "1, 1 iteration, no warm-up, the paper protocol, long samplers projected from a few steps. Exit status: 0 "
+          "1, 1 iteration, no warm-up, the paper protocol, long samplers projected from a few steps. --compare tokens "
+          "on GPU: sampling batch 32, training batch 64 (the paper's per-GPU batch), 5 iterations after 2 warm-up "
+          "calls; on CPU: sampling batch 1, training batch 4, 2 iterations after 1 warm-up (about 10 minutes on 2 "
+          "cores). Exit status: 0 "
           "done, 1 a row failed, 2 usage error, 130 interrupted. CPU figures are not the paper's GPU figures.")
 
 
@@ -72,8 +79,14 @@ def build_parser() -> cli.ArgumentParser:
     cli.add_overwrite_flag(p)
     cli.add_thread_flags(p)
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
-    p.add_argument("--compare", metavar="paper", help="'paper': the claims table (TiTok vs MaskGIT vs DiT-XL/2, "
-                   "256 and 512px) on this device")
+    p.add_argument("--compare", metavar="{paper,tokens}", help="'paper': the claims table (TiTok vs MaskGIT vs "
+                   "DiT-XL/2, 256 and 512px) on this device; 'tokens': sampling and training throughput against the "
+                   "number of tokens K (the paper's Fig. 4d, K=32 vs K=256)")
+    p.add_argument("--token-counts", help="--compare tokens: comma-separated K values (default "
+                   f"{','.join(map(str, token_sweep.TOKEN_COUNTS))}; the ratios need 32 and 256)")
+    p.add_argument("--tasks", help="--compare tokens: comma-separated subset of sampling,training (default both)")
+    p.add_argument("--train-batch-size", type=int, help="--compare tokens: batch of one training step (default 64 "
+                   "on GPU, 4 on CPU); the sampling batch is --batch-sizes (one value)")
     p.add_argument("--protocol", choices=("paper", "best", "both"),
                    help="--compare protocols (default: both on GPU, paper on CPU)")
     p.add_argument("--project-steps", type=int, help="time this many sampling steps and project to the full "
@@ -90,11 +103,17 @@ class Plan:
     groups: list            # [(jobs, is_baseline)]
     protocols: list
     notes: list
+    sweep: token_sweep.SweepPlan | None = None
+
+
+TOKEN_COMPARES = {"tokens": "paper", "tiny-tokens": "tiny"}   # --compare name -> sweep scale ("tiny": tests)
 
 
 def _defaults(args, on_gpu: bool, compare: bool) -> tuple[list, int, int, bool]:
+    job = "tokens" if args.compare in TOKEN_COMPARES else compare
     sizes, iters, warmup = {(True, False): ((1, 8, 32, 128), 10, 3), (False, False): ((1,), 2, 1),
-                            (True, True): ((32,), 3, 1), (False, True): ((1,), 1, 0)}[(on_gpu, compare)]
+                            (True, True): ((32,), 3, 1), (False, True): ((1,), 1, 0),
+                            (True, "tokens"): ((32,), 5, 2), (False, "tokens"): ((1,), 2, 1)}[(on_gpu, job)]
     batch_sizes = cli.parse_sizes(args.batch_sizes, "--batch-sizes") if args.batch_sizes else list(sizes)
     iters = iters if args.iters is None else args.iters
     warmup = warmup if args.warmup is None else args.warmup
@@ -145,12 +164,47 @@ def _model_groups(args, on_gpu: bool, batch_sizes, notes) -> list:
              lambda r: r["pipeline"] == "reference") for b in batch_sizes]
 
 
+def _sweep_plan(args, on_gpu: bool, batch_sizes, notes) -> token_sweep.SweepPlan:
+    """--compare tokens: the K values, tasks, pipelines and batches (UsageError on a bad value)."""
+    counts = cli.parse_sizes(args.token_counts, "--token-counts") if args.token_counts else \
+        list(token_sweep.TOKEN_COUNTS)
+    tasks = cli.parse_list(args.tasks, "--tasks") if args.tasks else list(token_sweep.TASKS)
+    for t in tasks:
+        cli.check_choice(t, token_sweep.TASKS, "--tasks")
+    pipelines = cli.parse_list(args.pipelines or "reference,fast", "--pipelines")
+    for m in pipelines:
+        cli.check_choice(m, ("reference", "fast"), "--pipelines (with --compare tokens)")
+    if len(batch_sizes) != 1:
+        raise cli.UsageError("--compare tokens takes one sampling batch size (--batch-sizes N)")
+    train_batch = args.train_batch_size if args.train_batch_size is not None else (64 if on_gpu else 4)
+    if train_batch < 1:
+        raise cli.UsageError("--train-batch-size must be >= 1")
+    if args.checkpoint_dir:
+        raise cli.UsageError("--compare tokens runs random weights (no released model has K = 16..256 at TiTok-B); "
+                             "drop --checkpoint-dir")
+    if args.dtype != "auto":
+        raise cli.UsageError("--compare tokens runs each pipeline in its own dtype (reference fp32, fast bf16 "
+                             "where the device has it); drop --dtype")
+    missing = [k for k in token_sweep.RATIO_KS if k not in counts]
+    if missing:
+        notes.append(f"--token-counts has no {' or '.join(map(str, missing))}: no K=32 / K=256 ratio.")
+    if not on_gpu:
+        notes.append("CPU: small batches and few iterations; the paper's figures are A100 samples/s/gpu, only the "
+                     "K=32 / K=256 ratios compare.")
+    return token_sweep.SweepPlan(counts, tasks, pipelines, batch_sizes[0], train_batch,
+                                 TOKEN_COMPARES[args.compare])
+
+
 def make_plan(args) -> Plan:
     """Everything the run needs, checked before any work (UsageError otherwise)."""
     device = parse_device(args.device)
     on_gpu, notes = device.type == "cuda", []
-    if args.compare is not None and args.compare not in COMPARE_SETS:
-        raise cli.UsageError(f"--compare must be 'paper', got {args.compare!r}")
+    if args.compare is not None and args.compare not in COMPARE_SETS and args.compare not in TOKEN_COMPARES:
+        raise cli.UsageError(f"--compare must be 'paper' or 'tokens', got {args.compare!r}")
+    sweep_only = ("--token-counts", args.token_counts), ("--tasks", args.tasks), \
+        ("--train-batch-size", args.train_batch_size)
+    if args.compare not in TOKEN_COMPARES and any(v is not None for _, v in sweep_only):
+        raise cli.UsageError(f"{', '.join(f for f, v in sweep_only if v is not None)} only with --compare tokens")
     if args.compare is None and args.model not in SPECS:
         raise cli.UsageError(f"unknown --model {args.model!r}; choose from {', '.join(PUBLIC_MODELS)}")
     if args.dtype != "auto":
@@ -166,7 +220,10 @@ def make_plan(args) -> Plan:
             import matplotlib  # noqa: F401
         except ImportError:
             raise cli.UsageError("--plot needs matplotlib (pip install matplotlib)") from None
-    if args.compare:
+    sweep = None
+    if args.compare in TOKEN_COMPARES:
+        sweep, groups, protocols = _sweep_plan(args, on_gpu, batch_sizes, notes), [], []
+    elif args.compare:
         groups, protocols = _compare_groups(args, on_gpu, batch_sizes, notes)
     else:
         groups, protocols = _model_groups(args, on_gpu, batch_sizes, notes), []
@@ -179,7 +236,7 @@ def make_plan(args) -> Plan:
     settings = Settings(device=device, iters=iters, warmup=warmup, stages=stages,
                         stage_iters=args.stage_iters or (iters if on_gpu else 1), stage_warmup=1 if on_gpu else 0,
                         tf32=not args.no_tf32)
-    return Plan(device, settings, batch_sizes, groups, protocols, notes)
+    return Plan(device, settings, batch_sizes, groups, protocols, notes, sweep)
 
 
 def _build(spec, device, checkpoint_dir, say):
@@ -237,7 +294,7 @@ def _say_row(row: dict, say) -> None:
 
 def write_outputs(args, payload: dict, console) -> list[str]:
     """The JSON file (validated against the schema) and the plot; returns the problems met."""
-    from titok_bench.harness.plots import plot
+    from titok_bench.harness.plots import plot, plot_tokens
 
     problems = []
     if args.out:
@@ -250,7 +307,10 @@ def write_outputs(args, payload: dict, console) -> list[str]:
                           "jsonschema)")
         except ValueError as exc:
             problems.append(f"the result file does not follow the schema: {exc}")
-    if args.plot:
+    if args.plot and "token_ratios" in payload:
+        plot_tokens(payload["results"], args.plot, env=payload["environment"], ratios=payload["token_ratios"])
+        console.print(f"plot -> {args.plot}")
+    elif args.plot:
         plot(payload["results"], args.plot, env=payload["environment"], weights=payload["config"]["weights"],
              claims=payload.get("claims"))
         console.print(f"plot -> {args.plot}")
@@ -276,31 +336,46 @@ def run(argv: list[str] | None = None) -> tuple[dict, list[str], str | None]:
     env = {**environment(plan.device), "extra_packages": extra_packages()}
     monitor, window = NvmlMonitor(plan.device).start(), CpuWindow.start(plan.device)
     all_jobs = [j for jobs, _ in plan.groups for j in jobs]
-    primed = prime_process(all_jobs, plan.device, say) if plan.settings.warmup == 0 else False
+    primed = prime_process(all_jobs, plan.device, say) if plan.settings.warmup == 0 and all_jobs else False
     run_start = monitor.mark()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)   # the run says "random weights" itself
-        rows, interrupted = run_groups(plan, args, monitor, say)
+        pair_rows = []
+        if plan.sweep:
+            rows, pair_rows, interrupted = token_sweep.run_sweep(plan.sweep, plan.settings, monitor, say)
+        else:
+            rows, interrupted = run_groups(plan, args, monitor, say)
     env["nvml"] = None if not monitor.available else {"static": monitor.static_info(),
                                                       "during_run": monitor.summary(run_start, monitor.mark())}
     monitor.stop()
     usage = window.stop()
     s = plan.settings
+    sweep = plan.sweep
     config = {"job": "compare" if args.compare else "models", "compare": args.compare,
-              "models": list(dict.fromkeys(j.spec.key for j in all_jobs)),
-              "pipelines": [m for m in MODES if any(j.mode == m for j in all_jobs)], "protocols": plan.protocols or None,
+              "models": list(dict.fromkeys(j.spec.key for j in all_jobs)) if not sweep else
+              list(dict.fromkeys(r["model"] for r in rows)),
+              "pipelines": [m for m in MODES if any(j.mode == m for j in all_jobs)] if not sweep else sweep.pipelines,
+              "protocols": plan.protocols or None,
               "batch_sizes": plan.batch_sizes, "dtype": args.dtype, "iters": s.iters, "warmup": s.warmup,
               "primed": primed, "stages": s.stages, "stage_iters": s.stage_iters, "stage_warmup": s.stage_warmup,
               "tf32": s.tf32 and plan.device.type == "cuda", "project_steps": args.project_steps,
               "device": str(plan.device), "weights": args.checkpoint_dir or "random",
-              "weights_by_model": {k: weights_of(SPECS[k], args.checkpoint_dir) for k in {r["model"] for r in rows}},
+              "weights_by_model": {r["model"]: weights_of(SPECS[r["model"]], args.checkpoint_dir) if r["model"] in SPECS
+                                   else "random" for r in rows},
               "interleaved": True, "interrupted": interrupted, "cpu_usage": usage, "warnings": busy_warnings(usage),
               "wall_seconds": time.perf_counter() - t_start, "notes": plan.notes, "threads": threads}
     payload = {"schema": SCHEMA_ID, "schema_version": SCHEMA_VERSION, "environment": env, "config": config,
                "results": rows}
-    if args.compare:
-        payload["claims"] = claims_rows(rows, plan.protocols)
-    print_report(console, payload, stages=plan.settings.stages, notes=plan.notes, wide=args.wide)
+    if sweep:
+        config["sweep"] = {"token_counts": sweep.token_counts, "tasks": sweep.tasks,
+                           "sampling_batch_size": sweep.sampling_batch, "training_batch_size": sweep.training_batch,
+                           "scale": sweep.scale, "models": token_sweep.describe(sweep.scale)}
+        payload["token_ratios"] = token_sweep.ratios(pair_rows, rows)
+        print_tokens_report(console, payload, notes=plan.notes, wide=args.wide)
+    else:
+        if args.compare:
+            payload["claims"] = claims_rows(rows, plan.protocols)
+        print_report(console, payload, stages=plan.settings.stages, notes=plan.notes, wide=args.wide)
     problems = write_outputs(args, payload, console) if rows or not interrupted else []
     console.print(f"wall time {config['wall_seconds']:.0f} s")
     for problem in problems:

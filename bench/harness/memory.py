@@ -10,6 +10,7 @@ allocations held at any moment *above what was live before the call* (weights an
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import torch
@@ -17,6 +18,10 @@ import torch
 
 def _cpu_peak(fn: Callable[[], object]) -> tuple[int, object]:
     from torch.profiler import ProfilerActivity, profile
+
+    # Kineto prints a "profiler_start/stop" line per session at its default level; 6 silences it (read when a
+    # profiling session starts; a value the user set is kept).
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()

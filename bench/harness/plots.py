@@ -94,3 +94,38 @@ def plot(rows: list[dict], path: str, *, env: dict, weights: str, claims: list[d
     write_atomic(path, lambda tmp: fig.savefig(tmp, format=plot_format(path), dpi=120))
     plt.close(fig)
     return title
+
+
+def plot_tokens(rows: list[dict], path: str, *, env: dict, ratios: list[dict]) -> str:
+    """--compare tokens: samples/s against K, one panel per task (measured series, the paper's two points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from titok_bench.harness.token_sweep import PAPER, TASKS
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+    for ax, task in zip(axes, TASKS):
+        mine = [r for r in rows if r["task"] == task and r["samples_per_s"]]
+        for pipeline in dict.fromkeys(r["pipeline"] for r in mine):
+            pts = sorted((r["num_tokens"], r["samples_per_s"]) for r in mine if r["pipeline"] == pipeline)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"measured: {pipeline}")
+        paper = sorted(PAPER[task].items())
+        ax.plot([p[0] for p in paper], [p[1] for p in paper], "k--", marker="s", label="paper (A100)")
+        for r in (r for r in ratios if r["task"] == task and r["ratio"]):
+            ax.plot([], [], " ", label=f"{r['pipeline']}: K=32/K=256 = {r['ratio']:.1f}x "
+                                       f"(paper {r['paper_ratio']:.1f}x)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("number of tokens K")
+        ax.set_ylabel("samples/s (p50)")
+        ax.set_title(task + (" (class ids -> pixels)" if task == "sampling" else " (one generator step)"))
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    title = provenance(env, rows, "random")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format=plot_format(path), dpi=120))
+    plt.close(fig)
+    return title

@@ -229,3 +229,63 @@ def print_report(console, payload: dict, *, stages: bool, notes: list[str], wide
         console.print(line, markup=False)
     if cpu:
         console.print(f"[bold yellow]{CPU_NOTICE}[/]")
+
+
+def tokens_table(rows: list[dict], title: str, notes: Notes, wide: bool = False):
+    """--compare tokens: samples/s per (task, K, pipeline), the speed-up over the reference, the peak memory."""
+    cols = ["task", "K", "pipeline", "batch", "samples/s", "p20-p80", "vs ref", "peak mem", "note"]
+    if wide:
+        cols = [*cols[:6], "ms/call", "vs ref", "p20-p80 ", "peak mem", "GFLOP/img", "note"]
+    table = _table(title, cols, left=("task", "pipeline", "note"), caption=notes.caption())
+    for r in rows:
+        sp, lat, mem = r.get("speedup") or {}, r["latency_ms"], r.get("peak_mem_bytes")
+        cells = {"task": r["task"], "K": str(r["num_tokens"]), "pipeline": f"{r['pipeline']} {short_dtype(r)}",
+                 "batch": str(r["batch_size"]),
+                 "samples/s": fmt_rate(r["samples_per_s"]) if r["status"] == "ok" else r["status"].upper(),
+                 "p20-p80": fmt_spread(r["samples_per_s_p20"], r["samples_per_s_p80"]),
+                 "ms/call": "-" if lat is None else f"{lat['p50_ms']:.1f}",
+                 "vs ref": fmt_ratio(sp.get("p50")), "p20-p80 ": fmt_spread(sp.get("p20"), sp.get("p80"), fmt),
+                 "peak mem": "-" if mem is None else f"{mem / 2**20:.0f} MiB",
+                 "GFLOP/img": fmt(r.get("gflop_per_image"), ".1f"), "note": notes.mark(r)}
+        table.add_row(*(cells[c] for c in cols))
+    return table
+
+
+def token_ratio_table(ratios: list[dict], title: str):
+    """K=32 over K=256: the interleaved pair group's rates and median ratio (p20-p80), the sweep's ratio, the
+    paper's pair."""
+    table = _table(title, ["task", "pipeline", "K=32", "K=256", "ratio", "p20-p80", "sweep", "paper"],
+                   left=("task", "pipeline"))
+    for r in ratios:
+        table.add_row(r["task"], r["pipeline"], fmt_rate(r["samples_per_s_small"]), fmt_rate(r["samples_per_s_large"]),
+                      fmt_ratio(r["ratio"], ".1f"), fmt_spread(r["ratio_p20"], r["ratio_p80"], lambda v: f"{v:.1f}"),
+                      fmt_ratio(r["sweep_ratio"], ".1f"),
+                      f"{r['paper_ratio']:.1f}x ({r['paper_samples_per_s_small']:g}/{r['paper_samples_per_s_large']:g})")
+    return table
+
+
+def print_tokens_report(console, payload: dict, *, notes: list[str], wide: bool = False) -> None:
+    """A --compare tokens result file as tables: environment, rows per K, the K=32 / K=256 ratios, notes."""
+    env, rows, cfg = payload["environment"], payload["results"], payload["config"]
+    measured = any(r["status"] == "ok" for r in rows)
+    marks = Notes(rows, [] if measured else cfg["warnings"])
+    console.print(environment_table(env, cfg["cpu_usage"]))
+    cpu = env["device_type"] == "cpu"
+    where = env["device_name"] + (" (CPU: not the paper's GPU figures)" if cpu else "")
+    console.print(tokens_table(rows, f"samples/s against the number of tokens K on {where}", marks, wide))
+    if payload.get("token_ratios"):
+        console.print(token_ratio_table(payload["token_ratios"], "K=32 over K=256 (both timed interleaved; sweep: "
+                                        "the rows above); paper: A100, samples/s/gpu"))
+    sweep = cfg.get("sweep") or {}
+    models = sweep.get("models") or {}
+    if models:
+        s = models["sampler"]
+        console.print(f"models: tokenizer {models['tokenizer']}; generator {models['generator']}; sampling "
+                      f"{s['num_steps']} steps, guidance {s['guidance_scale']} ({s['guidance_decay']} decay), "
+                      f"temperature {s['randomize_temperature']}; random weights", markup=False, highlight=False)
+    console.print("peak mem: the allocation peak of one more call above what was live before it (weights, "
+                  "optimizer state, inputs excluded)", markup=False, highlight=False)
+    for line in marks.lines() + [f"note: {n}" for n in notes]:
+        console.print(line, markup=False)
+    if cpu:
+        console.print(f"[bold yellow]{CPU_NOTICE}[/]")
