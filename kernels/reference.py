@@ -117,16 +117,24 @@ def maskgit_step_torch(cond_logits: torch.Tensor, uncond_logits: Optional[torch.
     return torch.where(confidence <= cut_off, torch.full_like(ids, mask_id), sampled_ids)
 
 
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
-    return x ^ (x >> 31)
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+SPLITMIX64_GAMMA = 0x9E3779B97F4A7C15
+
+
+def splitmix64(z: int) -> int:
+    """The splitmix64 output function (a bijection of 64-bit integers) on a Python int: the project's one
+    splitmix64 (titok.noise builds the sample stream on it)."""
+    z &= _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
 
 
 def torch_noise_seed(seed: int, offset: int) -> int:
-    """The torch.Generator seed for (seed, offset): a 64-bit mix (splitmix64), below 2^63."""
-    return _splitmix64(_splitmix64(seed & 0xFFFFFFFFFFFFFFFF) ^ offset) >> 1
+    """The torch.Generator seed for (seed, offset): two splitmix64 steps (state += gamma, then the output
+    function), below 2^63."""
+    first = splitmix64((seed & _MASK64) + SPLITMIX64_GAMMA)
+    return splitmix64((first ^ offset) + SPLITMIX64_GAMMA) >> 1
 
 
 def torch_noise(cond_logits: torch.Tensor, seed: int, offset: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,8 +16,8 @@ from PIL import Image
 from titok.cli import main
 from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig
 from titok.errors import TiTokInputError
-from titok.evalset import (EvalPlan, SampleNoise, noise_counter, parse_classes, read_npz_header, step_noise,
-                           uniform_at)
+from titok.evalset import EvalPlan, parse_classes, read_npz_header
+from titok.noise import SampleNoise, noise_counter, step_noise, uniform_at
 from titok.loading import build_generator_model, build_tokenizer, init_random_weights, save_pretrained
 
 N_CLASSES, PER_CLASS = 10, 2          # the tiny generator has 10 classes: N = 20 samples of 64x64

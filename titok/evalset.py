@@ -22,7 +22,7 @@ is class-balanced). Shard j holds samples [j*S, (j+1)*S) (S = --shard-size); pen
 to the ranks round-robin; batches start at the shard's start, so a sample is computed in the same
 batch shape and position whatever the number of processes and however often the run was resumed.
 
-Randomness: sample i's uniforms depend on (seed, i) only (the counter-based scheme below, passed to
+Randomness: sample i's uniforms depend on (seed, i) only (the counter-based scheme of `titok.noise`, passed to
 `Pipeline.generate_tokens(noise=...)`), never on the batch, the rank or the run. Decoding runs in
 chunks of exactly --decode-batch-size rows (the last one padded): the CPU's convolution algorithm
 choice depends on the batch size (measured: up to 15/255 in bf16), a fixed chunk removes that. On a
@@ -30,13 +30,7 @@ CPU every generation batch and decode chunk runs with ONE intra-op thread, sever
 (`titok.cpu_threads.ItemRunner`): kernels that round by thread count (oneDNN on Intel/AMX) cannot
 make the set depend on the thread count. docs/sampling-at-scale.md has the guarantees.
 
-Noise scheme (counter-based, version 1): sample i's uniforms at step s are
-`splitmix64(key + c * GAMMA) >> 40` scaled to [0, 1) (24 bits, exact in fp32) for the counters
-c = (i << 32) | (s << 22) | (which << 21) | j, which = 0 for the (K, V) sampling noise (j = k * V + v)
-and 1 for the (K,) confidence noise (j = k), key = splitmix64(splitmix64(seed)). These are the
-splitmix64 stream of `key` at positions c: every (sample, step, element) gets its own position, so
-streams never overlap; any step's noise is computed on its own (no state); the integer arithmetic is
-exact on every device, so the uniforms are bit-identical on CPU and CUDA.
+Noise: the counter-based stream of `titok.noise` (`SampleNoise`), scheme `titok.noise.NOISE_SCHEME`.
 
 Test hook: TITOK_SAMPLE_TEST_EXIT="RANK:N" makes that rank exit (status 3, as a crash) right after
 writing its N-th shard.
@@ -48,133 +42,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from titok.errors import TiTokInputError
+from titok.noise import MAX_ELEMENTS, MAX_INDEX, MAX_STEPS, NOISE_SCHEME, SampleNoise
 
-NOISE_SCHEME = "splitmix64-counter-v1"
 FORMAT = "titok-sample/2"   # 2: CPU work items run with one intra-op thread (titok.cpu_threads)
-_MASK64 = (1 << 64) - 1
-_GAMMA = 0x9E3779B97F4A7C15
-_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
-MAX_INDEX = 1 << 31           # sample indices below 2^31
-MAX_STEPS = 1 << 10           # the step field of the counter: 10 bits
-MAX_ELEMENTS = 1 << 21        # K * V below 2^21 (S-128: 128 x 4096 = 2^19)
 DEFAULT_DECODE_BATCH = 16     # >= 16 rows: PyTorch's CPU 1x1 convolutions take the same (oneDNN) path on 1 thread
 DEFAULT_SHARD = 250
 TEST_EXIT_ENV = "TITOK_SAMPLE_TEST_EXIT"
-
-
-# ---- the noise -----------------------------------------------------------------------------------------
-
-def _signed(x: int) -> int:
-    """A 64-bit pattern as the int64 value with the same bits."""
-    x &= _MASK64
-    return x - (1 << 64) if x >> 63 else x
-
-
-def splitmix64(z: int) -> int:
-    """The splitmix64 output function (a bijection of 64-bit integers), on a Python int."""
-    z &= _MASK64
-    z = ((z ^ (z >> 30)) * _MIX1) & _MASK64
-    z = ((z ^ (z >> 27)) * _MIX2) & _MASK64
-    return z ^ (z >> 31)
-
-
-def noise_key(seed: int) -> int:
-    """The 64-bit key of a run's noise."""
-    return splitmix64(splitmix64(int(seed) & _MASK64))
-
-
-def noise_counter(index: int, step: int, which: int, element: int) -> int:
-    """The stream position of one uniform: sample `index`, step, which (0 sample noise, 1 confidence), element."""
-    return (index << 32) | (step << 22) | (which << 21) | element
-
-
-def uniform_at(seed: int, counter: int) -> float:
-    """One uniform of the scheme, in pure Python: the definition the tensor code is tested against."""
-    return (splitmix64(noise_key(seed) + counter * _GAMMA) >> 40) * 2.0 ** -24
-
-
-def _uniforms(counters, key: int):
-    """int64 counters (a fresh tensor: modified in place) -> float32 uniforms in [0, 1).
-
-    int64 products wrap modulo 2^64 on CPU and CUDA alike; `>>` is arithmetic on int64, so each
-    logical shift masks the sign-extended bits away."""
-    import torch
-
-    z = counters.mul_(_signed(_GAMMA)).add_(_signed(key))
-    t = torch.empty_like(z)
-    for shift, mult in ((30, _MIX1), (27, _MIX2)):
-        torch.bitwise_right_shift(z, shift, out=t)
-        z.bitwise_xor_(t.bitwise_and_((1 << (64 - shift)) - 1)).mul_(_signed(mult))
-    torch.bitwise_right_shift(z, 31, out=t)
-    z.bitwise_xor_(t.bitwise_and_((1 << 33) - 1))
-    del t
-    z.bitwise_right_shift_(40).bitwise_and_((1 << 24) - 1)
-    return z.to(torch.float32).mul_(2.0 ** -24)
-
-
-def _check_indices(idx, seq_len: int, vocab: int) -> None:
-    if idx.dim() != 1:
-        raise ValueError(f"indices must be 1-D, got shape {tuple(idx.shape)}")
-    if idx.numel():
-        lo, hi = (int(v) for v in _minmax(idx))
-        if lo < 0 or hi >= MAX_INDEX:
-            raise ValueError(f"sample indices must lie in [0, 2^31), got {lo}..{hi}")
-    if seq_len * vocab >= MAX_ELEMENTS:
-        raise ValueError(f"K x V = {seq_len} x {vocab} is too large for the noise counters (< 2^21)")
-
-
-def _minmax(t):
-    import torch
-
-    return torch.stack([t.min(), t.max()]).tolist()  # one device-to-host copy
-
-
-def step_noise(seed: int, indices, step: int, seq_len: int, vocab: int, device=None, *, checked: bool = False):
-    """(u_sample (B, K, V), u_conf (B, K)) fp32 uniforms of sampling step `step` for the samples `indices`
-    (on the indices' device, or `device`)."""
-    import torch
-
-    idx = torch.as_tensor(indices, dtype=torch.int64, device=device)
-    if not checked:
-        _check_indices(idx, seq_len, vocab)
-    if not 0 <= step < MAX_STEPS:
-        raise ValueError(f"step must lie in [0, {MAX_STEPS}), got {step}")
-    key = noise_key(seed)
-    base = (idx << 32) | (step << 22)
-    arange = torch.arange(seq_len * vocab, device=idx.device, dtype=torch.int64)
-    u_sample = _uniforms(base[:, None] + arange, key).view(-1, seq_len, vocab)
-    u_conf = _uniforms((base | (1 << 21))[:, None] + arange[:seq_len], key)
-    return u_sample, u_conf
-
-
-class SampleNoise(Sequence):
-    """The `noise` argument of `Pipeline.generate_tokens` for a batch of sample indices: one
-    (u_sample (B, K, V), u_conf (B, K)) pair per step, computed when asked for, on the indices'
-    device (memory: one step's worth, whatever the number of steps). `Pipeline` checks the shapes
-    by iterating once, so each step's noise is computed twice (cheap next to a generator forward)."""
-
-    def __init__(self, seed: int, indices, num_steps: int, seq_len: int, vocab: int, device=None):
-        import torch
-
-        self.seed, self.num_steps, self.seq_len, self.vocab = int(seed), int(num_steps), seq_len, vocab
-        self.indices = torch.as_tensor(indices, dtype=torch.int64, device=device)
-        _check_indices(self.indices, seq_len, vocab)  # once (one host sync per batch on CUDA), not per step
-
-    def __len__(self) -> int:
-        return self.num_steps
-
-    def __getitem__(self, step):
-        if isinstance(step, slice):
-            return [self[s] for s in range(*step.indices(self.num_steps))]
-        if step < 0:
-            step += self.num_steps
-        if not 0 <= step < self.num_steps:
-            raise IndexError(f"step {step} out of range for {self.num_steps} steps")
-        return step_noise(self.seed, self.indices, step, self.seq_len, self.vocab, checked=True)
 
 
 # ---- the plan: which sample has which class, which shard holds it -------------------------------------

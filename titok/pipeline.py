@@ -25,7 +25,8 @@ from titok.images import check_images
 from titok.loading import check_compatible
 from titok.runtimes import RUNTIMES, CUDAGraphs, default_dtype
 from titok.sampler import check_class_ids
-from titok.scheduler import MaskGITScheduler, draw_noise
+from titok.noise import chunk_seeds, draw_noise  # noqa: F401 - draw_noise: the parity noise, re-exported
+from titok.scheduler import MaskGITScheduler
 
 MODES = tuple(RUNTIMES)
 __all__ = ["MODES", "Pipeline", "draw_noise"]
@@ -179,10 +180,8 @@ class Pipeline:
     def _sample(self, class_ids, seed, noise, batch_size, *, images: bool) -> torch.Tensor:
         cls = self._class_ids(class_ids, noise)
         chunks = self._chunks(len(cls), batch_size)
-        seeds = [seed] + [None] * (len(chunks) - 1)
-        if seed is not None and self.mode == "fast" and len(chunks) > 1:
-            more = torch.Generator().manual_seed(seed)
-            seeds[1:] = [int(torch.randint(0, 2**62, (1,), generator=more)) for _ in chunks[1:]]
+        # fast: each chunk its own kernel seed; reference/compile: later chunks draw on from the global generator
+        seeds = chunk_seeds(seed, len(chunks)) if self.mode == "fast" else [seed] + [None] * (len(chunks) - 1)
         out = []
         for (i, j), chunk_seed in zip(chunks, seeds):
             part = None if noise is None else [(u[i:j], c[i:j]) for u, c in noise]

@@ -26,6 +26,7 @@ import os
 
 import torch
 
+from titok.noise import kernel_seed, seed_global_generator
 from titok.scheduler import MaskGITScheduler
 
 
@@ -52,7 +53,7 @@ class EagerRuntime:
     def start(self, seed, noise):
         """Before sampling: seed torch's global generator (the official way) when a seed is given."""
         if noise is None and seed is not None:
-            torch.manual_seed(seed)
+            seed_global_generator(seed)
         return None
 
     def step(self, s, cond, uncond, ids, *, seed=None, noise=None) -> torch.Tensor:
@@ -152,9 +153,7 @@ class FastRuntime(EagerRuntime):
     def start(self, seed, noise):
         """The in-kernel noise seed; without one, drawn from torch's global generator (so that
         `torch.manual_seed` makes fast runs reproducible too, and two unseeded calls differ)."""
-        if noise is None and seed is None:
-            seed = int(torch.randint(0, 2**62, (1,)).item())
-        return seed
+        return seed if noise is not None else kernel_seed(seed)
 
     def step(self, s, cond, uncond, ids, *, seed=None, noise=None) -> torch.Tensor:
         return self.scheduler.step(s, cond, uncond, ids, noise=noise, seed=seed, fused=True)

@@ -135,15 +135,3 @@ class MaskGITScheduler:
             if tuple(u_sample.shape) != (batch, k, vocab) or tuple(u_conf.shape) != (batch, k):
                 raise TiTokInputError(f"noise shapes {tuple(u_sample.shape)}, {tuple(u_conf.shape)} do not match "
                                       f"({batch}, {k}, {vocab}) and ({batch}, {k})")
-
-
-def draw_noise(batch: int, seq_len: int, vocab: int, steps: int, *, seed: int = 0,
-               device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per-step uniform noise (sample noise (B, K, V), confidence noise (B, K)) for parity runs."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    out = []
-    for _ in range(steps):
-        u_sample = torch.rand(batch, seq_len, vocab, generator=gen)
-        u_conf = torch.rand(batch, seq_len, generator=gen)
-        out.append((u_sample.to(device), u_conf.to(device)))
-    return out
