@@ -65,8 +65,10 @@ def test_git_sha_comes_from_the_variable_when_set(monkeypatch):
 
     monkeypatch.setenv("TITOK_GIT_SHA", "abc123")
     assert env.git_sha() == "abc123" and env.environment("cpu")["git_sha"] == "abc123"
+    assert env.git_dirty() is None                     # a given commit: whether the files match it is unknown
     monkeypatch.delenv("TITOK_GIT_SHA")
     assert env.git_sha() not in (None, "abc123")       # this checkout has .git: git's commit
+    assert env.git_dirty() in (True, False)            # and git says whether the tracked files differ from it
 
 
 def test_a_copy_without_git_records_the_given_sha_in_its_json(tmp_path):

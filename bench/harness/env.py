@@ -99,6 +99,20 @@ def git_sha() -> str | None:
         return None
 
 
+def git_dirty() -> bool | None:
+    """True when this checkout's tracked files differ from `git_sha`'s commit (the figures come from
+    uncommitted code), False when they do not, None when unknown ($TITOK_GIT_SHA given, or no git)."""
+    if os.environ.get(GIT_SHA_VARIABLE, "").strip():
+        return None
+    try:
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                             capture_output=True, text=True, timeout=10)
+        return bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def extra_packages() -> dict:
     """Versions of the optional packages the harness uses (read from metadata: nothing is imported)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -125,6 +139,7 @@ def environment(device: torch.device | str) -> dict:
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
         "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "git_sha": git_sha(),
+        "git_dirty": git_dirty(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "triton": triton_version,

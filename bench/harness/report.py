@@ -153,7 +153,8 @@ def environment_table(env: dict, usage: dict | None = None):
     table.add_column("key", no_wrap=True)
     table.add_column("value")
     for key in ("device_name", "torch", "triton", "cuda", "cpu_threads", "git_sha", "timestamp"):
-        table.add_row(key, str(env.get(key)))
+        dirty = " + uncommitted changes" if key == "git_sha" and env.get("git_dirty") else ""
+        table.add_row(key, str(env.get(key)) + dirty)
     if env.get("extra_packages"):
         table.add_row("packages", ", ".join(f"{k} {v}" for k, v in env["extra_packages"].items()))
     if usage:

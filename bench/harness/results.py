@@ -72,6 +72,7 @@ ENVIRONMENT_SCHEMA = {
         "command": {"type": "string"},
         "timestamp": {"type": "string"},
         "git_sha": {"type": ["string", "null"]},
+        "git_dirty": {"type": ["boolean", "null"]},
         "python": {"type": "string"},
         "torch": {"type": "string"},
         "triton": {"type": ["string", "null"]},
