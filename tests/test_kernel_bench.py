@@ -171,7 +171,8 @@ def test_the_bandwidth_bound_ops_have_cases_in_and_past_the_l2():
 
     l2 = 60 * 2**20
     for module in (nearest_code, maskgit_step):
-        sets = [module.cost(shape, torch.float32).working_set_bytes for _, shape in case_registry.cases(module.OP, False)]
+        sets = [module.cost(shape, torch.float32).working_set_bytes
+                for _, shape in case_registry.cases(module.OP, False)]
         assert any(s > 2 * l2 for s in sets) and any(s < l2 // 2 for s in sets), (module.OP, sets)
     assert set(kernel_bench.OPS) == set(case_registry.CASES) and set(case_registry.DEFAULT_OPS) <= set(kernel_bench.OPS)
     assert all(case_registry.cases(op, True) for op in case_registry.OPS)        # every op runs at quick size
