@@ -50,8 +50,9 @@ def test_kernel_bench_writes_its_json(tmp_path):
     proc = _tool("bench/kernel_bench.py", "--device", "cpu", "--ops", "maskgit_step", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     payload = json.loads(out.read_text())
-    assert payload["schema"] == "titok-kernels/kernels/v1" and payload["quick"] is True
-    assert payload["rows"] and all(r["op"] == "maskgit_step" and r["p50_ms"] > 0 for r in payload["rows"])
+    assert payload["schema"] == "titok-kernels/kernels/v2" and payload["quick"] is True and payload["complete"]
+    assert payload["rows"] and all(r["op"] == "maskgit_step" and r["status"] == "ok" and r["eager_p50_ms"] > 0
+                                   for r in payload["rows"])
 
 
 def test_kernel_bench_table_takes_shapes_as_dicts_or_strings():
@@ -59,9 +60,11 @@ def test_kernel_bench_table_takes_shapes_as_dicts_or_strings():
 
     assert shape_text({"M": 4, "N": 8}) == "M=4 N=8"
     assert shape_text("B=2,H=16,Ls=257") == "B=2,H=16,Ls=257"         # concat_attention's rows carry a string
-    row = {"op": "x", "provider": "torch", "shape": "B=2", "dtype": "float32", "p50_ms": 1.0, "p20_ms": 0.9,
-           "p80_ms": 1.1}
-    assert results_table([row], "t").row_count == 1
+    row = {"op": "x", "provider": "torch", "case": "c", "shape": "B=2", "dtype": "float32", "status": "ok",
+           "eager_p50_ms": 1.0, "graph_p50_ms": 0.5, "graph_p20_ms": 0.4, "graph_p80_ms": 0.6}
+    failed = {"op": "x", "provider": "torch", "case": "c", "shape": {}, "dtype": None, "status": "error",
+              "message": "RuntimeError: boom"}
+    assert results_table([row, failed], "t").row_count == 2
 
 
 def test_parity_shows_progress_and_writes_its_json(tmp_path):

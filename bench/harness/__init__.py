@@ -1,6 +1,8 @@
 """The benchmark harness of titok-kernels (imported as `titok_bench.harness`); the tools in bench/ are thin on it.
 
 - `timing`: CUDA-event / perf_counter timing, median / p20 / p80, interleaving, per-pair ratios;
+- `graph_timing`: per-call GPU time from CUDA-graph replays (N calls captured in one graph);
+- `micro`: kernel micro-benchmark rows (eager + graph time, cost, L2 fit, error rows);
 - `env`: `--device` parsing, the environment block, device peaks, memory, the CPU-share check;
 - `nvml`: NVML readings during a run;
 - `cli`: one-line errors and exit statuses (2 usage, 130 interrupted), argument and output-path checks;

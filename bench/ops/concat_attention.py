@@ -1,8 +1,8 @@
 """Benchmark of the fused mask-token concat attention against cat + SDPA and flash-attn.
 
-Shape: TiTok-L-32 decoder, first layer: B=64 images, H=16 heads, d=64, 257 shared rows
-(class + 256 mask tokens) before 32 per-sample latent rows, all L=289 query rows, bf16 on
-CUDA. quick=True (CPU smoke run): fp32, B=2 (no Triton provider on CPU).
+Cases: `cases.CASES["concat_attention"]`: TiTok-L-32 decoder, first layer: H=16 heads, d=64, 257 shared
+rows (class + 256 mask tokens) before 32 per-sample latent rows, all L=289 query rows, bf16 on CUDA, at
+B=64 (in L2) and B=256 (past it). quick=True (CPU smoke run): fp32, B=2 (no Triton provider on CPU).
 
 Providers and what each timed call does:
   triton               concat_attention(qkv, shared_qkv, backend="triton") -> (B, L, H*d); CUDA only.
@@ -15,22 +15,26 @@ Providers and what each timed call does:
                        concatenated packed tensor (cat not timed; its (B, L, H, d) output already
                        is the (B, L, H*d) layout); only when flash_attn imports.
 <backend> in flash / efficient / cudnn / math (torch.nn.attention.SDPBackend); a backend that
-raises for this shape, dtype or device is skipped.
+raises for this shape, dtype or device gives an "unsupported" row with its message.
 
 FLOPs = 4 * B * H * Lq * L * d: QK^T and PV are two (Lq x d) @ (d x L)-sized matmuls per
 (image, head), 2 FLOPs per multiply-add; softmax and the cat are not counted.
 tflops = flops / p50; frac_peak_flops = tflops / the device's dense peak for the dtype (bf16/fp16
 tensor-core peak; for fp32, the CUDA-core FP32 peak, since the Triton kernel uses ieee fp32 dots).
+bytes: None (a compute-bound op); working_set_bytes = (B*Lp*3*H*d + Ls*3*H*d + B*Lq*H*d) * sizeof(dtype):
+qkv, the shared rows and the (B, Lq, H*d) output.
 
 Every provider's output is first checked against an fp32 torch reference with a gross-error
-guard (not the parity test, which is tests/test_concat_attention.py); a mismatch raises.
+guard (not the parity test, which is tests/test_concat_attention.py); a mismatch gives an error row.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from titok_bench.harness import device_peaks, time_fn
+from titok_bench.harness.env import is_out_of_memory
+from titok_bench.harness.micro import Cost, MicroRun, error_row, first_line, ident, status_row
+from titok_bench.ops.cases import cases
 from titok_kernels.concat_attention import concat_attention
 from titok_kernels.reference import concat_attention_torch, split_packed_qkv
 
@@ -92,14 +96,22 @@ def _as_rows_layout(out: torch.Tensor, batch: int, seq_len: int) -> torch.Tensor
     return out.reshape(batch, seq_len, -1)
 
 
-def run(device, *, quick: bool = False) -> list[dict]:
-    """Time every available provider; return one row per provider (see the module docstring)."""
-    device = torch.device(device)
-    if quick or device.type != "cuda":
-        batch, dtype, warmup, iters = 2, torch.float32, 1, 3
-    else:
-        batch, dtype, warmup, iters = 64, torch.bfloat16, 10, 50
-    heads, head_dim, shared_len, per_sample_len = 16, 64, 257, 32
+def cost(shape: dict, dtype: torch.dtype) -> Cost:
+    b, h, d, ls, lp = shape["B"], shape["H"], shape["d"], shape["Ls"], shape["Lp"]
+    lq, size = ls + lp, torch.finfo(dtype).bits // 8
+    working_set = (b * lp * 3 * h * d + ls * 3 * h * d + b * lq * h * d) * size
+    return Cost(bytes=None, flops=4 * b * h * lq * lq * d, working_set_bytes=working_set, peak=_PEAK_KEY[dtype])
+
+
+def _check(provider: str, out, reference, batch: int, seq_len: int, tolerance: float) -> None:
+    error = (_as_rows_layout(out, batch, seq_len).float() - reference).abs().max().item()
+    if not error <= tolerance:
+        raise RuntimeError(f"provider {provider}: max abs error {error:.3e} > guard {tolerance:.3e}")
+
+
+def _case_rows(micro: MicroRun, case: str, shape: dict, dtype: torch.dtype) -> list[dict]:
+    device = micro.device
+    batch, heads, head_dim, shared_len, per_sample_len = (shape[k] for k in ("B", "H", "d", "Ls", "Lp"))
     seq_len = shared_len + per_sample_len
     width = 3 * heads * head_dim
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -107,30 +119,35 @@ def run(device, *, quick: bool = False) -> list[dict]:
     shared = torch.randn(shared_len, width, generator=gen).to(device=device, dtype=dtype)
     reference = concat_attention_torch(qkv.float(), shared.float(), num_heads=heads)
     tolerance = _GUARD[dtype] * reference.abs().max().item()
-
-    flops = 4 * batch * heads * seq_len * seq_len * head_dim
-    peaks = device_peaks(device)
-    peak_tflops = peaks["tflops"].get(_PEAK_KEY[dtype]) if peaks else None
-    shape = f"B={batch},H={heads},d={head_dim},Ls={shared_len},Lp={per_sample_len},Lq={seq_len}"
+    row_shape = {**shape, "Lq": seq_len}
     rows = []
     for provider, fn in _providers(qkv, shared, heads, device).items():
+        identity = ident(OP, provider, case, row_shape, dtype)
         try:
             out = fn()
         except RuntimeError as exc:  # an SDPA backend that does not take this shape/dtype/device
-            if provider.startswith(("cat_sdpa_", "sdpa_")):
+            if provider.startswith(("cat_sdpa_", "sdpa_")) and not is_out_of_memory(exc):
+                rows.append(status_row(identity, "unsupported", first_line(exc)))
                 continue
-            raise RuntimeError(f"provider {provider} failed: {exc}") from exc
-        error = (_as_rows_layout(out, batch, seq_len).float() - reference).abs().max().item()
-        if not error <= tolerance:
-            raise RuntimeError(f"provider {provider}: max abs error {error:.3e} > guard {tolerance:.3e}")
-        timing = time_fn(fn, device=device, warmup=warmup, iters=iters)
-        tflops = flops / (timing.p50_ms * 1e-3) / 1e12
-        rows.append({
-            "op": OP, "provider": provider, "shape": shape, "dtype": str(dtype).replace("torch.", ""),
-            "p50_ms": timing.p50_ms, "p20_ms": timing.p20_ms, "p80_ms": timing.p80_ms,
-            "flops": flops, "tflops": tflops,
-            "frac_peak_flops": tflops / peak_tflops if peak_tflops else None,
-        })
+            rows.append(error_row(identity, exc))
+            continue
+
+        def measured(fn=fn, out=out, provider=provider, identity=identity):
+            _check(provider, out, reference, batch, seq_len, tolerance)
+            return micro.measure(identity, fn, cost(shape, dtype))
+        rows += micro.guarded(identity, measured)
+    return rows
+
+
+def run(device, *, quick: bool = False, micro: MicroRun | None = None) -> list[dict]:
+    """One row per (case, provider): "ok", "error"/"oom" (the others still run), or "unsupported" (an SDPA
+    backend that refuses the shape, dtype or device)."""
+    micro = micro or MicroRun.create(device, quick)
+    quick = micro.settings.quick
+    dtype = torch.float32 if quick else torch.bfloat16
+    rows = []
+    for case, shape in cases(OP, quick):
+        rows += micro.guarded(ident(OP, "all", case, shape, dtype), lambda: _case_rows(micro, case, shape, dtype))
     return rows
 
 

@@ -1,15 +1,16 @@
 """Benchmark of titok_kernels.masked_lm_loss (fused projection + MLM loss, forward and gradients) against torch.
 
-Case: the MaskGIT-ViT head at the paper's training batch, M = B*K rows (B = 64, K = 256 -> 16384),
-D = 768, V = 4096; quick (and always on CPU): K = 256, B = 64 for memory, time taken on the same call.
-Run: python -m titok_bench.ops.masked_lm_loss [--quick]   (or through bench/kernel_bench.py's op list).
+Case: `cases.CASES["masked_lm_loss"]`: the MaskGIT-ViT head at the paper's training batch, M = B*K rows
+(B = 64, K = 256 -> 16384), D = 768, V = 4096; --quick: B = 4 (kernel_bench.py's CPU runs).
+Run: python -m titok_bench.ops.masked_lm_loss [--quick]   (or bench/kernel_bench.py --ops masked_lm_loss).
 
 Providers (each: loss + backward to hidden, weight and bias, fp32 on CPU, bf16 on CUDA):
     plain_torch   `masked_lm_loss_torch` + autograd: F.linear logits (M, V), F.cross_entropy, backward.
     fused_torch   `masked_lm_loss(..., backend="torch")`: row chunks, torch ops, never the whole logits.
     fused_triton  `masked_lm_loss(..., backend="triton")`: the same chunks through the Triton CE kernel; CUDA only.
-Rows: p50 time and `peak_mem_bytes` (titok_bench.harness.memory: CUDA max_memory_allocated, CPU the
-allocator's event log; memory above what was live before the call).
+Rows (bench/harness/micro.py fields): eager and graph times, `loss` and `peak_mem_bytes`
+(titok_bench.harness.memory: CUDA max_memory_allocated, CPU the allocator's event log; memory above what
+was live before the call).
 """
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ import sys
 
 import torch
 
-from titok_bench.harness import micro_settings, time_fn
 from titok_bench.harness.memory import peak_alloc_bytes
+from titok_bench.harness.micro import Cost, MicroRun, ident
+from titok_bench.ops.cases import cases
 
 OP = "masked_lm_loss"
-CASE = {"B": 64, "K": 256, "D": 768, "V": 4096}
+_PEAK_KEY = {torch.bfloat16: "bf16", torch.float32: "fp32"}
 
 
 def _inputs(device, dtype, B, K, D, V):
@@ -47,34 +49,58 @@ def _step(loss_fn, inputs):
     return call
 
 
-def run(device, *, quick: bool = False) -> list[dict]:
-    """Time and peak memory of every provider on the case; one row per provider."""
+def cost(shape: dict, dtype: torch.dtype) -> Cost:
+    """flops = 3 * 2 * M * D * V (the logits matmul forward, then the hidden and weight gradients); bytes:
+    None (compute-bound); working set = hidden, weight, bias, their gradients (2x), targets (int64) and
+    weights: (2 * (M*D + V*D + V) + M) * sizeof(dtype) + 8 * M, never the (M, V) logits the fused op avoids."""
+    m, d, v = shape["B"] * shape["K"], shape["D"], shape["V"]
+    size = torch.finfo(dtype).bits // 8
+    return Cost(bytes=None, flops=6 * m * d * v, working_set_bytes=(2 * (m * d + v * d + v) + m) * size + 8 * m,
+                peak=_PEAK_KEY[dtype])
+
+
+def _case_rows(micro: MicroRun, case: str, shape: dict, dtype: torch.dtype) -> list[dict]:
     from titok_kernels.masked_lm_loss import masked_lm_loss
     from titok_kernels.reference import masked_lm_loss_torch
 
-    settings = micro_settings(device, quick)
-    device = settings.device
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    inputs = _inputs(device, dtype, **CASE)
+    device = micro.device
+    inputs = _inputs(device, dtype, **shape)
     providers = {"plain_torch": masked_lm_loss_torch,
                  "fused_torch": lambda *a: masked_lm_loss(*a, backend="torch")}
     if device.type == "cuda":
         providers["fused_triton"] = lambda *a: masked_lm_loss(*a, backend="triton")
     rows = []
     for name, fn in providers.items():
-        call = _step(fn, inputs)
-        peak, loss = peak_alloc_bytes(call, device)
-        timing = time_fn(call, device=device, warmup=min(settings.warmup, 1), iters=min(settings.iters, 2))
-        rows.append({"op": OP, "provider": name, "shape": dict(CASE), "dtype": str(dtype).replace("torch.", ""),
-                     "p50_ms": timing.p50_ms, "iters": timing.iters, "peak_mem_bytes": peak,
-                     "loss": float(loss)})
+        identity = ident(OP, name, case, shape, dtype)
+
+        def measured(call=_step(fn, inputs), identity=identity):
+            peak, loss = peak_alloc_bytes(call, device)
+            return micro.measure(identity, call, cost(shape, dtype), warmup=min(micro.settings.warmup, 1),
+                                 iters=min(micro.settings.iters, 2),
+                                 extra={"peak_mem_bytes": peak, "loss": float(loss)})
+        rows += micro.guarded(identity, measured)
+    return rows
+
+
+def run(device, *, quick: bool = False, micro: MicroRun | None = None) -> list[dict]:
+    """Time and peak memory of every provider on each case; one row per (case, provider), error rows for
+    failures. `quick` picks the quick shape (given as asked, also on CPU: the full case is what docs/training.md
+    reports); the graph timing captures the whole step, backward included."""
+    micro = micro or MicroRun.create(device, quick)
+    dtype = torch.bfloat16 if micro.device.type == "cuda" else torch.float32
+    rows = []
+    for case, shape in cases(OP, quick):
+        rows += micro.guarded(ident(OP, "all", case, shape, dtype), lambda: _case_rows(micro, case, shape, dtype))
     return rows
 
 
 def main(argv=None) -> int:
     for row in run("cuda" if torch.cuda.is_available() else "cpu", quick="--quick" in (argv or sys.argv[1:])):
-        print(f"{row['provider']:>13}: {row['p50_ms']:9.1f} ms  peak {row['peak_mem_bytes'] / 2**20:8.1f} MiB  "
-              f"loss {row['loss']:.6f}")
+        if row["status"] != "ok":
+            print(f"{row['provider']:>13}: {row['status']}: {row['message']}")
+            continue
+        print(f"{row['provider']:>13}: {row['eager_p50_ms']:9.1f} ms  peak {row['peak_mem_bytes'] / 2**20:8.1f} MiB"
+              f"  loss {row['loss']:.6f}")
     return 0
 
 
