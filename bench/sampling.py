@@ -87,6 +87,8 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--tasks", help="--compare tokens: comma-separated subset of sampling,training (default both)")
     p.add_argument("--train-batch-size", type=int, help="--compare tokens: batch of one training step (default 64 "
                    "on GPU, 4 on CPU); the sampling batch is --batch-sizes (one value)")
+    p.add_argument("--resolutions", help="--compare paper: comma-separated subset of the resolutions (256,512; "
+                   "default both)")
     p.add_argument("--protocol", choices=("paper", "best", "both"),
                    help="--compare protocols (default: both on GPU, paper on CPU)")
     p.add_argument("--project-steps", type=int, help="time this many sampling steps and project to the full "
@@ -132,6 +134,13 @@ def _compare_groups(args, on_gpu: bool, batch_sizes, notes) -> tuple[list, list]
         notes.append("--compare on CPU runs the paper protocol only (add --protocol both for 'best', in each "
                      "pipeline's default dtype on CPU).")
     specs = [SPECS[k] for k in COMPARE_SETS[args.compare]]
+    if args.resolutions:
+        wanted = cli.parse_sizes(args.resolutions, "--resolutions")
+        have = sorted({s.resolution for s in specs})
+        for r in wanted:
+            if r not in have:
+                raise cli.UsageError(f"--resolutions: {r} is not one of {', '.join(map(str, have))}")
+        specs = [s for s in specs if s.resolution in wanted]
     groups = []
     for res in dict.fromkeys(s.resolution for s in specs):
         for protocol, b in ((p, b) for p in protocols for b in batch_sizes):
@@ -203,6 +212,8 @@ def make_plan(args) -> Plan:
         raise cli.UsageError(f"--compare must be 'paper' or 'tokens', got {args.compare!r}")
     sweep_only = ("--token-counts", args.token_counts), ("--tasks", args.tasks), \
         ("--train-batch-size", args.train_batch_size)
+    if args.resolutions and args.compare not in COMPARE_SETS:
+        raise cli.UsageError("--resolutions only with --compare paper")
     if args.compare not in TOKEN_COMPARES and any(v is not None for _, v in sweep_only):
         raise cli.UsageError(f"{', '.join(f for f, v in sweep_only if v is not None)} only with --compare tokens")
     if args.compare is None and args.model not in SPECS:

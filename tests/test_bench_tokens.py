@@ -109,6 +109,8 @@ def _tool(*args):
     (["--compare", "tokens", "--dtype", "float32"], "--dtype"),
     (["--model", "titok-l-32", "--train-batch-size", "4"], "only with --compare tokens"),
     (["--compare", "token"], "'paper' or 'tokens'"),
+    (["--compare", "paper", "--resolutions", "300"], "--resolutions: 300"),
+    (["--model", "titok-l-32", "--resolutions", "256"], "only with --compare paper"),
 ])
 def test_usage_errors_are_one_line_exit_2(args, piece):
     proc = _tool(*args, "--device", "cpu")
