@@ -74,7 +74,9 @@ def test_parity_shows_progress_and_writes_its_json(tmp_path):
     steps = [line for line in proc.stderr.splitlines() if line.startswith("parity [")]
     assert len(steps) == 6 and steps[-1].startswith("parity [6/6]")
     payload = json.loads(out.read_text())
-    assert payload["fp32_given_noise"]["tokens_identical"] is True
+    assert payload["finished"] is True and all(e["status"] == "ok" for e in payload["parts"].values())
+    assert payload["parts"]["fp32_tokens"]["tokens_identical"] is True
+    assert payload["parts"]["fp32_images"]["within_bound"] is True
 
 
 def test_parity_unknown_model_is_one_line_exit_2():
