@@ -6,7 +6,7 @@
 
 Reads the JSON files the bench tools write: sampling.py (`titok-kernels/sampling/v1`, `v2`:
 bench/schema_sampling.json; rows, and the claims and token-ratio tables when present),
-kernel_bench.py (`kernels/v1`), parity.py (`parity/v1`, `v2`), official_cpu.py
+kernel_bench.py (`kernels/v1`, `v2`), parity.py (`parity/v1`, `v2`), official_cpu.py
 (`official-cpu/v1`) and profiling.py (`profile/v1`: end to end and stages). Each file gets a line
 with its device, date, command and commit (`environment`), then its tables; figures are printed
 as the file holds them, rounded (`num`: 3 significant digits; percentages to 0.1).
@@ -108,6 +108,23 @@ def sampling(payload: dict) -> list[str]:
     return lines
 
 
+def kernels_v2(payload: dict) -> list[str]:
+    """kernels/v2: eager per-call time and GPU time under a CUDA graph (null + note off CUDA), L2 fit."""
+    headers = ["op", "provider", "case", "dtype", "eager ms", "graph ms", "GB/s", "TFLOP/s", "of peak", "L2",
+               "status"]
+    body = []
+    for r in payload["rows"]:
+        frac = r.get("frac_peak_bandwidth") if r.get("frac_peak_bandwidth") is not None else r.get("frac_peak_flops")
+        fits = r.get("fits_l2")
+        body.append([r["op"], r["provider"], r.get("case") or "-", r.get("dtype") or "-", num(r.get("eager_p50_ms")),
+                     num(r.get("graph_p50_ms")), num(r.get("gbps")), num(r.get("tflops")),
+                     "-" if frac is None else f"{100 * frac:.0f}%", "-" if fits is None else ("fits" if fits else "past"),
+                     status(r)])
+    done = "" if payload.get("complete", True) else " (incomplete: the run stopped early)"
+    return [f"{'quick' if payload.get('quick') else 'full'} shapes{done}; throughput from the graph time where "
+            "there is one", "", *table(headers, body, {"eager ms", "graph ms", "GB/s", "TFLOP/s", "of peak"})]
+
+
 def kernels(payload: dict) -> list[str]:
     rows = payload["rows"]
     headers = ["op", "provider", "shape", "dtype", "p50 ms", "p20-p80 ms", "GB/s", "TFLOP/s", "of peak", "status"]
@@ -176,7 +193,8 @@ def profile(payload: dict) -> list[str]:
 
 
 RENDERERS = {"titok-kernels/sampling/v1": sampling, "titok-kernels/sampling/v2": sampling,
-             "titok-kernels/kernels/v1": kernels, "titok-kernels/parity/v1": parity,
+             "titok-kernels/kernels/v1": kernels, "titok-kernels/kernels/v2": kernels_v2,
+             "titok-kernels/parity/v1": parity,
              "titok-kernels/parity/v2": parity, "titok-kernels/official-cpu/v1": official_cpu,
              "titok-kernels/profile/v1": profile}
 
