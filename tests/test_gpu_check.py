@@ -23,9 +23,12 @@ EXPECTED = {
         "gpu_tests.xml", "sampling_l32_bf16.json", "sampling_l32_bf16.log", "sampling_l32_fp32.json",
         "parity_l32.json", "kernels.json", "kernel_bench.log"},
     2: {"stage2.summary.txt", "stage2.steps.tsv", "stage2.env.txt", "compare_paper.json", "compare_paper.log",
-        "compare_best.json", "compare_best.log"},
-    3: {"stage3.summary.txt", "stage3.steps.tsv", "stage3.env.txt", "profile_l32.log", "tiny-fast-b1.md",
-        "tiny-fast-b1.json", "sampling_l32_compile_bf16.json", "sampling_l32_compile_fp32.json"},
+        "tokens.json", "tokens.log"},
+    3: {"stage3.summary.txt", "stage3.steps.tsv", "stage3.env.txt", "compare_best_256.json", "compare_best_256.log"},
+    4: {"stage4.summary.txt", "stage4.steps.tsv", "stage4.env.txt", "compare_best_512.json", "compare_best_512.log"},
+    5: {"stage5.summary.txt", "stage5.steps.tsv", "stage5.env.txt", "profile_l32.log", "tiny-fast-b1.md",
+        "tiny-fast-b1.json", "sampling_l32_compile_bf16.json"},
+    6: {"stage6.summary.txt", "stage6.steps.tsv", "stage6.env.txt", "sampling_l32_compile_fp32.json"},
 }
 PROBE = "gpucheck_probe-0.1-py3-none-any.whl"
 BINARY = "gpucheck_binary-0.1-cp312-cp312-manylinux_2_17_x86_64.whl"
@@ -74,8 +77,7 @@ def test_rehearsal_runs_every_stage_and_packs_it(tmp_path):
     proc, out = _run(tmp_path, "--rehearse")
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
     files = sorted(p.name for p in out.iterdir())
-    assert len(files) <= 8                                   # few files: easy to copy off the GPU machine
-    assert files == [f"gpu_check_stage{s}.{ext}" for s in (1, 2, 3) for ext in ("tgz", "txt")]
+    assert files == [f"gpu_check_stage{s}.{ext}" for s in range(1, 7) for ext in ("tgz", "txt")]   # 2 a stage
     for stage, expected in EXPECTED.items():
         members = _members(out / f"gpu_check_stage{stage}.tgz")
         assert expected <= set(members), expected - set(members)
@@ -93,6 +95,8 @@ def test_rehearsal_runs_every_stage_and_packs_it(tmp_path):
         assert "/imports/titok_bench" in env                 # the project comes from the symlink folder
     summary = (out / "gpu_check_stage1.txt").read_text()
     assert "rehearsal" in summary and "--device cpu" in summary and "--model tiny-titok" in summary
+    assert "set-up before this stage" in summary                      # the clock starts at the top
+    assert "set-up before this stage" not in (out / "gpu_check_stage2.txt").read_text()
 
 
 @pytest.mark.slow
@@ -121,12 +125,14 @@ def test_dry_run_lists_every_stage_and_writes_nothing(tmp_path):
     proc = subprocess.run(["bash", SCRIPT, "--dry-run"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
-    for piece in ("-m pytest -q -m gpu tests/", "--compare paper --protocol paper", "--compare paper --protocol best",
+    for piece in ("-m pytest -q -m gpu tests/", "--compare paper --protocol paper",
+                  "--compare paper --protocol best --resolutions 256", "--compare paper --protocol best --resolutions 512",
+                  "--compare tokens",
                   "--pipelines reference,fast --dtype bfloat16 --batch-sizes 1,32,256",
                   "--pipelines reference,fast --dtype float32 --batch-sizes 1,32,256",
                   "--pipelines compile", "--model titok-l-32 --batch-size 32", *TOOLS):
         assert piece in proc.stdout, piece
-    for stage in (1, 2, 3):
+    for stage in range(1, 7):
         assert f"stage {stage} " in proc.stdout and f"gpu_check_stage{stage}.tgz" in proc.stdout
     assert not any(tmp_path.iterdir())
     for tool in TOOLS:                                         # the tools it calls exist
@@ -134,16 +140,22 @@ def test_dry_run_lists_every_stage_and_writes_nothing(tmp_path):
 
 
 def test_bad_arguments_exit_2():
-    for args in (["--stage", "4"], ["--steps", "no_such_step"], ["--frobnicate"]):
+    for args in (["--stage", "7"], ["--steps", "no_such_step"], ["--frobnicate"]):
         proc = subprocess.run(["bash", SCRIPT, "--dry-run", *args], cwd=ROOT, capture_output=True, text=True,
                               timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith("gpu_check:"), args
 
 
-def test_written_estimate_of_each_stage_fits_8_minutes():
+def test_written_estimate_of_each_stage_fits_450_s():
     header = (ROOT / SCRIPT).read_text().split("set -u", 1)[0]
     totals = {int(m[1]): float(m[2]) for m in re.finditer(r"^# Stage (\d) .*?~(\d+(?:\.\d+)?) min", header, re.M)}
-    assert sorted(totals) == [1, 2, 3]
-    assert all(t <= 8 for t in totals.values()), totals
+    assert sorted(totals) == [1, 2, 3, 4, 5, 6]
+    assert all(t * 60 <= 450 for t in totals.values()), totals
+    # each stage's total is the sum of its steps' written estimates ("-> N s"), and each within its step's limit
+    for stage, text in re.findall(r"^# Stage (\d) .*?\n((?:#  .*\n)+)", header, re.M):
+        steps = [int(v) for v in re.findall(r"-> (\d+) s", text)]
+        limits = [int(v) for v in re.findall(r"\(limit +(\d+) s\)", text)]
+        assert len(steps) == len(limits) >= 2 and all(e <= t for e, t in zip(steps, limits)), (stage, steps, limits)
+        assert abs(sum(steps) / 60 - totals[int(stage)]) <= 0.1, (stage, steps, totals[int(stage)])
     budget = int(re.search(r'BUDGET="\$\{GPU_CHECK_BUDGET:-(\d+)\}"', (ROOT / SCRIPT).read_text())[1])
     assert budget + 20 <= 600                                 # a stage ends inside the 10-minute command limit
