@@ -5,11 +5,13 @@ Most cases call `titok.cli.main` in-process (fast); the ones where the process i
 stderr, umask, imports) run `python -m titok` in a subprocess.
 """
 import dataclasses
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -464,9 +466,83 @@ def test_recursive_folders_and_list_files(tmp_path, models, capsys, monkeypatch)
         "train/n02/img.png", "train/n01/img.png"]
 
 
-def test_progress_shows_the_time_left_and_stays_out_of_logs():
-    from rich.progress import TimeRemainingColumn
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
 
-    progress = cli._progress()
-    assert any(isinstance(c, TimeRemainingColumn) for c in progress.columns)
-    assert progress.disable   # stderr is not a terminal under pytest: no bars in logs
+
+def test_progress_bars_on_a_terminal_plain_lines_every_10_s_in_logs(monkeypatch):
+    from rich.progress import Progress, TimeRemainingColumn
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    bars = cli._progress()
+    assert isinstance(bars, Progress) and any(isinstance(c, TimeRemainingColumn) for c in bars.columns)
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    progress = cli._progress()   # not a terminal: no bars, a plain line every PROGRESS_INTERVAL_S
+    assert isinstance(progress, cli.LineProgress) and progress.interval == cli.PROGRESS_INTERVAL_S == 10
+    with progress:
+        task = progress.add_task("generating", total=8)
+        progress.advance(task, 2)
+    assert log.getvalue() == ""  # a run shorter than the interval prints nothing
+    fast = cli.LineProgress(log, interval=0.02)
+    with fast:
+        fast.add_task("checking images", total=4)
+        task = fast.add_task("reconstructing", total=8)
+        fast.advance(task, 2)
+        time.sleep(0.2)
+        fast.advance(task, 1)
+    lines = log.getvalue().splitlines()
+    assert 2 <= len(lines) <= 11, lines  # one per interval, not one per advance
+    assert lines[0] == "titok: reconstructing 2/8 (25%), 0 s elapsed", lines
+    assert all(line.startswith("titok: reconstructing ") and line.endswith(" s elapsed") for line in lines)
+
+
+def test_info_is_whole_names_in_80_columns_plain_when_piped(capsys, monkeypatch):
+    import re
+
+    from titok.configs import VARIANTS
+
+    assert main(["info"]) == 0   # stdout is not a terminal under capsys
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert out.isascii() and max(map(len, lines)) <= 80 and all(line == line.rstrip() for line in lines)
+    for name, v in VARIANTS.items():
+        assert sum(line.split()[:1] == [name] for line in lines) == 2, name   # its table row and its weights
+        if v.tokenizer_repo:
+            assert any(line.split()[-1:] == [v.tokenizer_repo] for line in lines), name
+    assert "hf download REPO" in out
+    monkeypatch.setenv("COLUMNS", "80")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    assert main(["info"]) == 0
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue()).splitlines()
+    assert max(map(len, shown)) <= 80 and "…" not in "".join(shown)
+    assert all(any(line.split()[:1] == [name] for line in shown) for name in VARIANTS)
+
+
+def test_each_help_lists_only_the_exit_statuses_its_command_returns(capsys):
+    helps = {}
+    for command in ("reconstruct", "tokenize", "generate", "sample", "decode"):
+        assert main([command, "--help"]) == 0
+        helps[command] = " ".join(capsys.readouterr().out.split())
+    for command, text in helps.items():
+        assert "Exit status: 0 done, 2 error" in text and "130 interrupted" in text, command
+        assert ("3 done with skipped inputs (--skip-errors)" in text) == ("--skip-errors" in text), command
+    assert "--skip-errors" not in helps["generate"] and "--skip-errors" in helps["tokenize"]
+    # tokenize names the file list it writes as it is named: --out tokens.npy -> tokens.files.json
+    assert "NAME.files.json beside NAME.npy (--out tokens.npy: tokens.files.json)" in helps["tokenize"]
+    assert "<out>.files.json" not in helps["tokenize"]
+
+
+def test_a_released_checkpoint_not_in_the_cache_says_how_to_download_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    repo = "yucornetto/tokenizer_titok_b64_imagenet"
+    rc, _, err = cli_run(capsys, "reconstruct", tmp_path / "a.png", "--checkpoint", repo, "--out", tmp_path / "o")
+    assert rc == 2 and len(err) == 1 and f"`hf download {repo}`" in err[0], err
+    assert f"huggingface_hub.snapshot_download('{repo}')" in err[0]
+    rc, _, err = cli_run(capsys, "generate", "--model", "titok-l-32", "--classes", "1", "--out", tmp_path / "g.png")
+    assert rc == 2 and len(err) == 1 and "`hf download yucornetto/generator_titok_l32_imagenet`" in err[0], err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "g.png").exists()

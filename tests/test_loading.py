@@ -226,3 +226,14 @@ def test_bin_with_non_string_keys_is_refused(tmp_path):
     torch.save({1: torch.zeros(2)}, tmp_path / "w.bin")
     with pytest.raises(CheckpointError, match="does not hold a state dict of tensors"):
         read_state_dict(tmp_path / "w.bin")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_save_pretrained_writes_with_the_permissions_the_umask_gives(tmp_path, tiny_tokenizer, umask):
+    old = os.umask(umask)
+    try:
+        tiny_tokenizer.save_pretrained(tmp_path / "tok")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "tok").iterdir()}
+    assert modes == {"config.json": 0o666 & ~umask, "model.safetensors": 0o666 & ~umask}  # no temporaries left

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,3 +307,57 @@ def test_stale_temporaries_of_a_killed_run_are_removed_and_only_those(tmp_path):
         (tmp_path / name).write_text("x")
     _remove_stale_temporaries(Layout(tmp_path, EvalPlan((0,), 1, 1), 10))
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [".notes.txt.01234567.tmp", "keep.tmp"]
+
+
+# ---- the output folder answers before any model loads -----------------------------------------------------
+
+def test_finished_run_and_changed_settings_are_answered_before_any_model_loads(models, tmp_path, capsys,
+                                                                               monkeypatch):
+    import titok.cli
+
+    out = tmp_path / "done"
+    small = ("--classes", "0-1", "--num-per-class", "1", "--no-png")
+    assert main(_sample_args(models, out, *small)) == 0
+    files = json.loads((out / "manifest.json").read_text())["sources"]["files"]
+    assert [Path(f[0]).name for f in files] == ["config.json", "model.safetensors"] * 2
+    capsys.readouterr()
+    real, loads = titok.cli._load_generation, []
+
+    def spy(*a, **kw):
+        loads.append(a)
+        return real(*a, **kw)
+    monkeypatch.setattr(titok.cli, "_load_generation", spy)
+    assert main(_sample_args(models, out, *small, "--batch-size", "5")) == 0
+    assert "is complete (2 samples in" in capsys.readouterr().err and loads == []
+    for extra, word in ((["--seed", "1"], "seed 0 there, 1 now"), (["--steps", "2"], "sampler.num_steps 3 there"),
+                        (["--classes", "0-2"], "classes"), (["--mode", "reference"], "mode"),
+                        (["--decode-batch-size", "2"], "decode_batch_size")):
+        assert main(_sample_args(models, out, *small, *extra)) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and word in err[0] and "other settings" in err[0], err
+    assert loads == []
+    # A weights file touched since: the models are loaded and compared by their digest (still the same run).
+    weights = models / "gen" / "model.safetensors"
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    try:
+        assert main(_sample_args(models, out, *small)) == 0
+    finally:
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert "nothing to do" in capsys.readouterr().err and len(loads) == 1
+
+
+def test_steps_limit_is_the_noise_counter_s(models, tmp_path, capsys):
+    from titok.evalset import MAX_STEPS
+
+    assert MAX_STEPS == 1024
+    step_noise(0, [0], MAX_STEPS - 1, 3, 4)  # the last step the counter's 10-bit field holds
+    with pytest.raises(ValueError, match="step must lie in"):
+        step_noise(0, [0], MAX_STEPS, 3, 4)
+    helps = {}
+    for command in ("generate", "sample"):
+        assert main([command, "--help"]) == 0
+        helps[command] = [line for line in capsys.readouterr().out.splitlines() if "--steps N" in line][-1]
+    assert helps["generate"] == helps["sample"] and "(1..1024)" in helps["sample"]
+    assert main(_sample_args(models, tmp_path / "x", "--steps", "1025")) == 2
+    assert "outside 1..1024" in capsys.readouterr().err

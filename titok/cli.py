@@ -23,14 +23,16 @@ import argparse
 import math
 import os
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
 from titok.errors import RandomWeightsWarning, TiTokInputError
+from titok.noise import MAX_STEPS  # the noise counter's step field: the one --steps limit
 
 MODES = ("reference", "compile", "fast")      # titok.pipeline.MODES (importing it would import torch)
 DTYPES = ("float32", "bfloat16", "float16")
-MAX_STEPS = 1024
 EXIT_ERROR, EXIT_SKIPPED, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 1, 130
 
 EPILOG_IMAGES = ("Images: the first frame, turned upright by its EXIF orientation, converted to 8-bit RGB by its "
@@ -40,9 +42,10 @@ EPILOG_IMAGES = ("Images: the first frame, turned upright by its EXIF orientatio
                  "files skipped); with --recursive, in their subfolders too. Without --skip-errors every image is "
                  "decoded once before the model runs, so that a bad file stops the run before any work.")
 EPILOG_OUTPUTS = ("Outputs: checked before any work; never written over an input; an existing file is replaced "
-                  "only with --overwrite; written when the whole run succeeded (nothing on failure). Exit status: "
-                  "0 done, 2 error (one line on stderr), 3 done with skipped inputs (--skip-errors), 130 "
-                  "interrupted.")
+                  "only with --overwrite; written when the whole run succeeded (nothing on failure).")
+EXIT_STATUSES = "Exit status: 0 done, 2 error (one line on stderr), 130 interrupted."
+EXIT_STATUSES_SKIPPING = ("Exit status: 0 done, 2 error (one line on stderr), 3 done with skipped inputs "
+                          "(--skip-errors), 130 interrupted.")
 
 
 class _UsageError(Exception):
@@ -94,15 +97,63 @@ def _console(stderr: bool = False):
     return Console(file=stream, highlight=False, width=None if stream.isatty() else 200)
 
 
+PROGRESS_INTERVAL_S = 10.0   # a plain progress line this often when stderr is not a terminal
+
+
 def _progress():
-    """Progress bars on stderr, with the time left; none when stderr is not a terminal (logs stay clean)."""
+    """Progress on stderr: bars with the time left on a terminal; otherwise (a log, a pipe) `LineProgress`."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
     console = _console(stderr=True)
+    if not console.is_terminal:
+        return LineProgress(sys.stderr)
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False,
-                    disable=not console.is_terminal)
+                    TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=False)
+
+
+class LineProgress:
+    """The progress of a run whose stderr is not a terminal: one plain line every `interval` seconds while it
+    runs (`titok: generating 8/64 (12%), 30 s elapsed`: the latest task), from a timer thread, so that a long
+    batch or a model load does not leave a log silent; a run shorter than `interval` prints nothing. The
+    `add_task` / `advance` subset of `rich.progress.Progress`, as a context manager."""
+
+    def __init__(self, stream, interval: float = PROGRESS_INTERVAL_S):
+        self.stream, self.interval = stream, interval
+        self.tasks: list[list] = []      # [description, completed, total]
+        self._lock, self._stop = threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._tick, name="titok-progress", daemon=True)
+        self._t0 = 0.0
+
+    def __enter__(self):
+        self._t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def add_task(self, description: str, total: int) -> int:
+        with self._lock:
+            self.tasks.append([description, 0, total])
+            return len(self.tasks) - 1
+
+    def advance(self, task: int, advance: int = 1) -> None:
+        with self._lock:
+            self.tasks[task][1] += advance
+
+    def line(self) -> str:
+        elapsed = f"{time.monotonic() - self._t0:.0f} s elapsed"
+        with self._lock:
+            if not self.tasks:
+                return f"titok: starting, {elapsed}"
+            what, done, total = self.tasks[-1]
+        return f"titok: {what} {done}/{total} ({100 * done // max(total, 1)}%), {elapsed}"
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.interval):
+            print(self.line(), file=self.stream, flush=True)
 
 
 def _device(name: str):
@@ -131,8 +182,18 @@ def _load_tokenizer(args, device):
     src = getattr(args, "checkpoint", None) or getattr(args, "tokenizer", None)
     if src is None and not args.random_weights:
         raise TiTokInputError("give a tokenizer checkpoint (--checkpoint/--tokenizer), or --random-weights "
-                              "to run with random weights (meaningless outputs)")
+                              f"to run with random weights (meaningless outputs){_released(args, 'tokenizer')}")
     return load_tokenizer(src, args.model, random_weights=args.random_weights and src is None, device=device)
+
+
+def _released(args, part: str) -> str:
+    """'; <variant>'s released <part>: <repo> (<how to download it>)' when --model names a variant with one."""
+    from titok.configs import VARIANTS
+    from titok.loading import download_hint
+
+    variant = VARIANTS.get(getattr(args, "model", None) or "")
+    repo = getattr(variant, f"{part}_repo", None)
+    return f"; {variant.name}'s released {part} is {repo}: {download_hint(repo)}" if repo else ""
 
 
 def _pipeline(args, tokenizer, generator=None, sampler=None):
@@ -313,7 +374,8 @@ def _load_generation(args, device):
     from titok.loading import load_generator
 
     if args.generator is None and not args.random_weights:
-        raise TiTokInputError("give a generator checkpoint (--generator), or --random-weights")
+        raise TiTokInputError(f"give a generator checkpoint (--generator), or --random-weights"
+                              f"{_released(args, 'generator')}")
     tok = _load_tokenizer(args, device)
     gen = load_generator(args.generator, args.model, random_weights=args.random_weights and args.generator is None,
                          device=device)
@@ -366,6 +428,11 @@ def cmd_generate(args) -> int:
 
 
 def cmd_info(args) -> int:
+    """The variants' table (at most 80 columns, whole names), then where each one's released weights are. On a
+    terminal rich renders it; piped or redirected it is plain text (no box drawing, no colour)."""
+    import io
+
+    from rich.console import Console
     from rich.table import Table
 
     from titok.configs import VARIANTS, get_variant
@@ -373,10 +440,12 @@ def cmd_info(args) -> int:
     from titok.loading import build_generator_model, build_tokenizer
 
     names = [args.model] if args.model else list(VARIANTS)
-    table = Table(title="TiTok variants (FLOPs per image: 2 per multiply-add, matmuls/convs/attention)")
-    for col in ("model", "res", "tokens", "codebook", "tokenizer params", "generator", "steps",
-                "encode GFLOP", "generate GFLOP", "weights"):
-        table.add_column(col, justify="left" if col in ("model", "generator", "weights") else "right")
+    table = Table(title="TiTok variants (FLOPs per image: 2 per multiply-add, matmuls/convs/attention)",
+                  box=None, pad_edge=False, collapse_padding=True)
+    for col in ("model", "res", "tokens", "codebook", "tokenizer\nparams", "generator", "steps", "encode\nGFLOP",
+                "generate\nGFLOP"):
+        table.add_column(col, justify="left" if col in ("model", "generator") else "right", no_wrap=True)
+    weights = []
     for name in names:
         v = get_variant(name)
         tok_params = sum(p.numel() for p in build_tokenizer(v.tokenizer, "meta").parameters())
@@ -390,8 +459,21 @@ def cmd_info(args) -> int:
             f"VAE {v.tokenizer.token_size}ch"
         table.add_row(name, str(v.tokenizer.image_size), str(v.tokenizer.num_latent_tokens), codebook,
                       f"{tok_params / 1e6:.0f}M", gen_text, steps, f"{encode_flops(v.tokenizer) / 1e9:.1f}",
-                      gen_flops, "architecture only" if v.architecture_only else (v.tokenizer_repo or "-"))
-    _console().print(table)
+                      gen_flops)
+        repos = [r for r in (v.tokenizer_repo, v.generator_repo) if r]
+        weights.append((name, repos or ["architecture only (no released weights)"]))
+    width = max(len(n) for n, _ in weights)
+    lines = ["", "Weights (Hugging Face repo ids; `hf download REPO` puts one in the local cache):"]
+    for name, repos in weights:
+        lines += [f"  {name if i == 0 else '':<{width}}  {r}" for i, r in enumerate(repos)]
+    if sys.stdout.isatty():
+        console = _console()
+        console.print(table)
+        console.print("\n".join(lines), markup=False, highlight=False)
+    else:
+        buffer = io.StringIO()
+        Console(file=buffer, width=80, color_system=None, highlight=False).print(table)
+        print("\n".join(line.rstrip() for line in buffer.getvalue().splitlines() + lines))
     return 0
 
 
@@ -442,7 +524,7 @@ def _add_image_commands(sub, models: list) -> None:
                                    "identical), and prints the PSNR of each reconstruction. <name> is the file "
                                    "name without its extension (with it, as in x.bmp.png, where two inputs "
                                    "share a name), under its subfolder for files found with --recursive.",
-                       epilog=EPILOG_IMAGES + " " + EPILOG_OUTPUTS)
+                       epilog=f"{EPILOG_IMAGES} {EPILOG_OUTPUTS} {EXIT_STATUSES_SKIPPING}")
     _add_input_options(p)
     _add_common_options(p, models)
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
@@ -451,21 +533,23 @@ def _add_image_commands(sub, models: list) -> None:
     p = sub.add_parser("tokenize", help="encode images to a .npy array of tokens",
                        description="Encode images (batched) to tokens saved as one .npy array: (N, K) int64 token "
                                    "ids, or (N, C, 1, K) float32 mean tokens for the continuous-token (VAE) "
-                                   "models, with the file order (and any skipped files) in <out>.files.json.",
-                       epilog=EPILOG_IMAGES + " " + EPILOG_OUTPUTS)
+                                   "models, with the file order (and any skipped files) in NAME.files.json beside "
+                                   "NAME.npy (--out tokens.npy: tokens.files.json).",
+                       epilog=f"{EPILOG_IMAGES} {EPILOG_OUTPUTS} {EXIT_STATUSES_SKIPPING}")
     _add_input_options(p)
     _add_common_options(p, models)
     p.add_argument("--out", required=True, metavar="FILE.npy", help="output array")
     p.set_defaults(func=cmd_tokenize)
 
 
-def add_sampler_overrides(p, max_steps: int) -> None:
-    """--guidance-scale, --temperature, --steps: what `_load_generation` changes in the generator's sampler."""
+def add_sampler_overrides(p) -> None:
+    """--guidance-scale, --temperature, --steps (of `generate` and `sample`): what `_load_generation` changes in
+    the generator's sampler. --steps goes up to MAX_STEPS, the step values `titok.noise`'s counter has."""
     p.add_argument("--guidance-scale", type=_finite_float(), metavar="X", help="override the guidance scale (>= 0)")
     p.add_argument("--temperature", type=_finite_float(), metavar="X",
                    help="override the randomize (Gumbel) temperature (>= 0)")
-    p.add_argument("--steps", type=_int_in(1, max_steps), metavar="N",
-                   help=f"override the number of sampling steps (1..{max_steps})")
+    p.add_argument("--steps", type=_int_in(1, MAX_STEPS), metavar="N",
+                   help=f"override the number of sampling steps (1..{MAX_STEPS})")
 
 
 def _add_generate_command(sub, models: list) -> None:
@@ -473,7 +557,7 @@ def _add_generate_command(sub, models: list) -> None:
     p = sub.add_parser("generate", help="generate class-conditional images with the MaskGIT generator",
                        description="Sample tokens for each ImageNet class id with the MaskGIT sampler (with "
                                    "--mode reference: the official algorithm and random-number order), decode "
-                                   "them, and write one grid image.", epilog=EPILOG_OUTPUTS)
+                                   "them, and write one grid image.", epilog=f"{EPILOG_OUTPUTS} {EXIT_STATUSES}")
     _add_common_options(p, models, checkpoint_flag=False)
     p.add_argument("--tokenizer", metavar="SRC", help="tokenizer weights (folder, file or cached repo id)")
     p.add_argument("--generator", metavar="SRC", help="generator weights (folder, file or cached repo id)")
@@ -482,7 +566,7 @@ def _add_generate_command(sub, models: list) -> None:
     p.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=0,
                    help="torch.manual_seed before sampling, 0..2^64-1 (default: 0); batches draw on from it. "
                         "The fast mode is reproducible too, but draws differently")
-    add_sampler_overrides(p, MAX_STEPS)
+    add_sampler_overrides(p)
     p.add_argument("--columns", type=_int_in(1), metavar="N",
                    help="grid columns (default: up to 8; never more than the number of images)")
     p.add_argument("--out", required=True, metavar="FILE.png",

@@ -278,20 +278,12 @@ def prepare_output(layout: Layout, settings: dict, sources: dict | None = None) 
     if out.exists() and not out.is_dir():
         return "error", f"--out {out} is a file; give a folder (it is created if missing)"
     if layout.manifest.is_file():
-        try:
-            old = json.loads(layout.manifest.read_text())
-            old_settings = old["settings"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return "error", f"{layout.manifest} is unreadable ({type(exc).__name__}); use another --out"
-        if old.get("format") != FORMAT:
-            return "error", (f"{out} was made by another version of titok sample (format {old.get('format')!r}, "
-                             f"this one writes {FORMAT!r}: on a CPU its pixels depended on the thread count); "
-                             "give another --out")
-        diffs = settings_differences(old_settings, settings)
+        old, error = read_manifest(layout.manifest, out)
+        if old is None:
+            return "error", error
+        diffs = settings_differences(old["settings"], settings)
         if diffs:
-            more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
-            return "error", (f"{out} holds a run with other settings: {'; '.join(diffs[:3])}{more}. Run the same "
-                             "command to resume it, or give another --out")
+            return "error", _other_settings(out, diffs)
         here = json.loads(json.dumps(pixel_dependencies(settings.get("device_type", "cpu"))))
         if old.get("pixels_depend_on") != here and not layout.npz.is_file():
             print(f"titok sample: note: {out} was started with {json.dumps(old.get('pixels_depend_on'))[:200]}; "
@@ -311,6 +303,26 @@ def prepare_output(layout: Layout, settings: dict, sources: dict | None = None) 
     except OSError as exc:
         return "error", f"--out {out}: cannot write there ({exc.strerror or type(exc).__name__})"
     return "new", ""
+
+
+def read_manifest(manifest: Path, out: Path) -> tuple[dict | None, str]:
+    """(manifest, "") of a folder that has one, or (None, why it cannot be resumed: unreadable, another format)."""
+    try:
+        old = json.loads(manifest.read_text())
+        old["settings"].items()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        return None, f"{manifest} is unreadable ({type(exc).__name__}); use another --out"
+    if old.get("format") != FORMAT:
+        return None, (f"{out} was made by another version of titok sample (format {old.get('format')!r}, "
+                      f"this one writes {FORMAT!r}: on a CPU its pixels depended on the thread count); "
+                      "give another --out")
+    return old, ""
+
+
+def _other_settings(out: Path, diffs: list[str]) -> str:
+    more = f" (and {len(diffs) - 3} more)" if len(diffs) > 3 else ""
+    return (f"{out} holds a run with other settings: {'; '.join(diffs[:3])}{more}. Run the same command to resume "
+            "it, or give another --out")
 
 
 def _remove_stale_temporaries(layout: Layout) -> None:
@@ -616,14 +628,18 @@ def _sample(args, ctx: DistContext, device) -> int:
     t_start = time.perf_counter()
     if ctx.rank != 0:
         warnings.simplefilter("ignore")  # one voice: rank 0's
-    job = _build_job(args, device)
-    status, message, pending, settings = ctx.broadcast(_verdict(job, args) if ctx.rank == 0 else None)
+    # The output folder first: a finished run of the same command, or other settings, are answered before any
+    # model loads (a model load takes tens of seconds); the full comparison follows once the models are loaded.
+    verdict = ctx.broadcast(_early_verdict(args, device) if ctx.rank == 0 else None)
+    if verdict is None:
+        job = _build_job(args, device)
+        verdict = ctx.broadcast(_verdict(job, args) if ctx.rank == 0 else None)
+    status, message, pending, settings = verdict
     if status == "error":
         raise TiTokInputError(message)
     if status == "complete":
         if ctx.rank == 0:
-            print(f"titok sample: {job.layout.out} is complete ({job.plan.num_samples} samples in {job.layout.npz}); "
-                  "nothing to do", file=sys.stderr)
+            print(f"titok sample: {message}; nothing to do", file=sys.stderr)
         return 0
     plan, layout = job.plan, job.layout
     done_before = plan.num_samples - sum(plan.shard_range(j)[1] - plan.shard_range(j)[0] for j in pending)
@@ -674,8 +690,9 @@ def _build_job(args, device) -> _Job:
         raise TiTokInputError(f"{plan.num_samples} samples: at most {MAX_INDEX - 1} per run")
     if gen.cfg.image_seq_len * gen.cfg.codebook_size >= MAX_ELEMENTS:
         raise TiTokInputError("this generator's K x V is too large for the sampling noise counters")
-    if len(pipe.scheduler) >= MAX_STEPS:
-        raise TiTokInputError(f"--steps: at most {MAX_STEPS - 1} for titok sample")
+    if len(pipe.scheduler) > MAX_STEPS:  # steps 0..MAX_STEPS-1: the counter's step field
+        raise TiTokInputError(f"{len(pipe.scheduler)} sampling steps: titok sample takes at most {MAX_STEPS} "
+                              "(--steps)")
     batch_size = args.batch_size or (64 if device.type == "cuda" else 8)
     return _Job(tok, gen, pipe, plan, Layout(Path(args.out), plan, gen.cfg.num_classes), classes, batch_size)
 
@@ -695,15 +712,81 @@ def _verdict(job: _Job, args):
         "decode_batch_size": args.decode_batch_size, "shard_size": plan.shard_size,
         "image_size": tok.image_size, "png": not args.no_png,
     }
-    sources = {"tokenizer": getattr(args, "tokenizer", None), "generator": args.generator,
-               "variant": args.model, "random_weights": bool(args.random_weights)}
-    status, message = prepare_output(layout, settings, sources)
+    status, message = prepare_output(layout, settings, _sources(args))
     pending = []
     if status in ("new", "resume"):
         _remove_stale_temporaries(layout)
         done = layout.done_shards()
         pending = [j for j in range(plan.num_shards) if j not in done]
+    if status == "complete":
+        message = _complete(layout, plan.num_samples)
     return status, message, pending, settings
+
+
+def _complete(layout: Layout, num_samples: int) -> str:
+    return f"{layout.out} is complete ({num_samples} samples in {layout.npz})"
+
+
+def _sources(args) -> dict:
+    """Where the weights come from (recorded in the manifest): the sources as given and, under "files", [path,
+    size, mtime_ns] of each file they resolve to now (None when one cannot be resolved)."""
+    from titok.loading import source_files
+
+    files = []
+    try:
+        for src in (getattr(args, "tokenizer", None), args.generator):
+            if src is not None:
+                for path in source_files(src):
+                    st = path.stat()
+                    files.append([str(path), st.st_size, st.st_mtime_ns])
+    except (TiTokInputError, OSError):
+        files = None
+    return {"tokenizer": getattr(args, "tokenizer", None), "generator": args.generator,
+            "variant": args.model, "random_weights": bool(args.random_weights), "files": files}
+
+
+def _early_verdict(args, device):
+    """Rank 0, before any model loads: the verdict (as `_verdict`'s) when the output folder answers alone:
+    ("error", ...) when a setting the command line fixes differs from the manifest's (seed, classes, sizes,
+    mode, dtype, device type, sampler overrides, ...) or the manifest cannot be resumed; ("complete", ...)
+    when samples.npz exists and the sources resolve to the same files, unchanged (size, mtime) as recorded.
+    None otherwise (no manifest, a resume, changed files): `_verdict` decides once the models are loaded."""
+    from titok.runtimes import default_dtype
+
+    out = Path(args.out)
+    manifest = out / "manifest.json"  # Layout.manifest (a Layout needs the classes, which need the manifest)
+    if not manifest.is_file():
+        return None
+    old, error = read_manifest(manifest, out)
+    if old is None:
+        return "error", error, [], None
+    old_settings = _flatten(old["settings"])
+    try:
+        num_classes = int(old_settings["model.generator_config.num_classes"])
+        classes = parse_classes(args.classes, num_classes)
+    except (TiTokInputError, KeyError, TypeError, ValueError):
+        return None  # the full path names the error
+    layout = Layout(out, EvalPlan(tuple(classes), args.num_per_class, args.shard_size), num_classes)
+    dtype = args.dtype or str(default_dtype(args.mode, device)[0]).replace("torch.", "")
+    here = {
+        "classes": _compact_ranges(classes), "num_per_class": args.num_per_class,
+        "num_samples": len(classes) * args.num_per_class, "order": "sample i has class classes[i % len(classes)]",
+        "seed": args.seed, "noise": NOISE_SCHEME, "mode": args.mode, "dtype": dtype, "device_type": device.type,
+        "compute": "one intra-op thread per work item" if device.type == "cpu" else "device default",
+        "decode_batch_size": args.decode_batch_size, "shard_size": args.shard_size, "png": not args.no_png,
+    }
+    for key, value in (("guidance_scale", args.guidance_scale), ("randomize_temperature", args.temperature),
+                       ("num_steps", args.steps)):
+        if value is not None:
+            here[f"sampler.{key}"] = value
+    here = json.loads(json.dumps(here))
+    diffs = settings_differences({k: old_settings.get(k, "<unset>") for k in here}, here)
+    if diffs:
+        return "error", _other_settings(out, diffs), [], None
+    sources = json.loads(json.dumps(_sources(args)))
+    if layout.npz.is_file() and sources["files"] is not None and old.get("sources") == sources:
+        return "complete", _complete(layout, layout.plan.num_samples), [], old["settings"]
+    return None
 
 
 def _console_if_main(ctx):
@@ -866,7 +949,7 @@ def run_decode(args) -> int:
 
 
 def _decode_names(path: Path, n: int) -> list[str]:
-    """000000.png ...; with `titok tokenize`'s <tokens>.files.json beside the array: 000000_<image name>.png."""
+    """000000.png ...; with `titok tokenize`'s NAME.files.json beside NAME.npy: 000000_<image name>.png."""
     width = max(6, len(str(n - 1)))
     stems = None
     listing = path.with_suffix(".files.json")
@@ -942,7 +1025,7 @@ def add_sample_parser(sub, models: list[str]) -> None:
     p.add_argument("--shard-size", type=_int_in(1), default=DEFAULT_SHARD, metavar="N",
                    help=f"samples per shard file, the unit of resume and of work per process (default: "
                         f"{DEFAULT_SHARD})")
-    add_sampler_overrides(p, MAX_STEPS - 1)
+    add_sampler_overrides(p)
     p.add_argument("--no-png", action="store_true", help="write no per-sample PNGs (only the .npz)")
     p.add_argument("--keep-shards", action="store_true", help="keep shards/ after samples.npz is written")
     p.set_defaults(func=run_sample)
@@ -955,8 +1038,8 @@ def add_decode_parser(sub, models: list[str]) -> None:
     p = sub.add_parser(
         "decode", help="decode token ids (.npy, from tokenize or sample) to images",
         description="Decode an (N, K) array of token ids (as `titok tokenize` or `titok sample` write them) to "
-                    "DIR/000000.png ... (000000_<name>.png when tokenize's <tokens>.files.json lies beside the "
-                    "array). Every batch is padded to --batch-size rows, so an image does not depend on N: with "
+                    "DIR/000000.png ... (000000_<name>.png when tokenize's file list, NAME.files.json for NAME.npy, "
+                    "lies beside the array). Every batch is padded to --batch-size rows, so an image does not depend on N: with "
                     "sample's --decode-batch-size, mode, dtype and device type, decoding OUT/tokens.npy gives "
                     "the images of OUT/samples.npz exactly.",
         epilog="Outputs: checked before any work; an existing file is replaced only with --overwrite; written when "

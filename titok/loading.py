@@ -30,6 +30,7 @@ from titok.configs import (GeneratorConfig, TokenizerConfig, VARIANTS,
                            tokenizer_config_from_official)
 from titok.errors import CheckpointError, RandomWeightsWarning
 from titok.generator import build_generator
+from titok.images import _create_temp
 from titok.tokenizer import TiTokTokenizer
 
 MANIFEST_DIR = Path(__file__).parent / "manifests"
@@ -149,10 +150,24 @@ def resolve_source(src: str | os.PathLike) -> Path:
         try:
             return Path(snapshot_download(repo_id=text, local_files_only=True))
         except Exception as exc:  # LocalEntryNotFoundError and friends
-            raise CheckpointError(f"Hugging Face repo {text!r} is not in the local cache (no network is used); "
-                                  f"download it first where a network is available ({type(exc).__name__})"
-                                  ) from None
+            raise CheckpointError(f"Hugging Face repo {text!r} is not in the local cache (no network is used; "
+                                  f"{type(exc).__name__}): {download_hint(text)}") from None
     raise CheckpointError(f"checkpoint not found: {text}")
+
+
+def source_files(src: str | os.PathLike) -> list[Path]:
+    """The files `load_tokenizer` / `load_generator` read for `src`: a folder's config.json (when it has one) and
+    its weights file, or the file itself."""
+    path = resolve_source(src)
+    if path.is_dir():
+        return [p for p in (path / "config.json",) if p.is_file()] + [_weights_in(path)]
+    return [path]
+
+
+def download_hint(repo: str) -> str:
+    """How to put a Hugging Face repo in the local cache, where `resolve_source` finds it."""
+    return (f"download it first where a network is available: `hf download {repo}` (or, in Python, "
+            f"huggingface_hub.snapshot_download({repo!r}))")
 
 
 def _read_config(folder: Path) -> dict | None:
@@ -340,17 +355,25 @@ def load_generator(src: str | os.PathLike | None = None, variant: str | None = N
 
 def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer_cfg: TokenizerConfig,
                     generator_cfg: GeneratorConfig | None = None) -> None:
-    """Write `config.json` (official nested layout) + `model.safetensors`, as the official release does."""
+    """Write `config.json` (official nested layout) + `model.safetensors`, as the official release does: both
+    under temporary names, renamed once both are written, with the permissions the umask gives a new file."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     doc = to_official(tokenizer_cfg, generator_cfg)
-    tmp_cfg, tmp_w = folder / ".config.json.tmp", folder / ".model.safetensors.tmp"
-    tmp_cfg.write_text(json.dumps(doc, indent=4))
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp_w))
-    os.replace(tmp_cfg, folder / "config.json")
-    os.replace(tmp_w, folder / "model.safetensors")
+    tmp_cfg, tmp_w = _create_temp(folder, "config.json"), _create_temp(folder, "model.safetensors")
+    try:
+        mode = os.stat(tmp_w).st_mode & 0o7777   # 0666 minus the umask
+        tmp_cfg.write_text(json.dumps(doc, indent=4))
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp_w))
+        os.chmod(tmp_w, mode)                     # safetensors writes its file with mode 0600
+        os.replace(tmp_cfg, folder / "config.json")
+        os.replace(tmp_w, folder / "model.safetensors")
+    except BaseException:
+        for tmp in (tmp_cfg, tmp_w):
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def check_compatible(decoder, generator: nn.Module) -> None:
