@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 import titok.cli as cli
+from titok.cli import options
 from conftest import snapshot
 from titok.cli import main
 from titok.configs import TINY_GENERATOR, TINY_TOKENIZER, SamplerConfig
@@ -295,7 +296,7 @@ def test_bad_values_are_one_line_errors(tmp_path, models, capsys, argv, match):
 # ---- errors before any work ---------------------------------------------------------------------------
 
 def test_outputs_are_checked_before_the_model_is_loaded(tmp_path, models, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_load_tokenizer", lambda *a: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(options, "load_tokenizer", lambda *a: pytest.fail("the model was loaded"))
     _rgb(tmp_path / "a.png")
     ro = _unwritable_dir(tmp_path)
     for argv in (["reconstruct", tmp_path / "a.png", "--checkpoint", models / "tok", "--out", ro / "o"],
@@ -414,7 +415,7 @@ def test_cli_outputs_equal_the_reference_computation(tmp_path, models, capsys, m
 def test_mode_and_dtype_reach_the_pipeline(tmp_path, models, capsys, monkeypatch):
     from titok.pipeline import MODES, Pipeline
 
-    assert cli.MODES == MODES
+    assert options.MODES == MODES
     seen = []
     original = Pipeline.__init__
 
@@ -475,17 +476,17 @@ def test_progress_bars_on_a_terminal_plain_lines_every_10_s_in_logs(monkeypatch)
     from rich.progress import Progress, TimeRemainingColumn
 
     monkeypatch.setattr(sys, "stderr", _Terminal())
-    bars = cli._progress()
+    bars = options.progress()
     assert isinstance(bars, Progress) and any(isinstance(c, TimeRemainingColumn) for c in bars.columns)
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)
-    progress = cli._progress()   # not a terminal: no bars, a plain line every PROGRESS_INTERVAL_S
-    assert isinstance(progress, cli.LineProgress) and progress.interval == cli.PROGRESS_INTERVAL_S == 10
+    progress = options.progress()   # not a terminal: no bars, a plain line every PROGRESS_INTERVAL_S
+    assert isinstance(progress, options.LineProgress) and progress.interval == options.PROGRESS_INTERVAL_S == 10
     with progress:
         task = progress.add_task("generating", total=8)
         progress.advance(task, 2)
     assert log.getvalue() == ""  # a run shorter than the interval prints nothing
-    fast = cli.LineProgress(log, interval=0.02)
+    fast = options.LineProgress(log, interval=0.02)
     with fast:
         fast.add_task("checking images", total=4)
         task = fast.add_task("reconstructing", total=8)

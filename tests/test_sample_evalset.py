@@ -313,7 +313,7 @@ def test_stale_temporaries_of_a_killed_run_are_removed_and_only_those(tmp_path):
 
 def test_finished_run_and_changed_settings_are_answered_before_any_model_loads(models, tmp_path, capsys,
                                                                                monkeypatch):
-    import titok.cli
+    from titok.cli import options
 
     out = tmp_path / "done"
     small = ("--classes", "0-1", "--num-per-class", "1", "--no-png")
@@ -321,12 +321,12 @@ def test_finished_run_and_changed_settings_are_answered_before_any_model_loads(m
     files = json.loads((out / "manifest.json").read_text())["sources"]["files"]
     assert [Path(f[0]).name for f in files] == ["config.json", "model.safetensors"] * 2
     capsys.readouterr()
-    real, loads = titok.cli._load_generation, []
+    real, loads = options.load_generation, []
 
     def spy(*a, **kw):
         loads.append(a)
         return real(*a, **kw)
-    monkeypatch.setattr(titok.cli, "_load_generation", spy)
+    monkeypatch.setattr(options, "load_generation", spy)
     assert main(_sample_args(models, out, *small, "--batch-size", "5")) == 0
     assert "is complete (2 samples in" in capsys.readouterr().err and loads == []
     for extra, word in ((["--seed", "1"], "seed 0 there, 1 now"), (["--steps", "2"], "sampler.num_steps 3 there"),

@@ -1,10 +1,10 @@
-"""Sampling at scale: class-conditional evaluation sets (50,000 ImageNet samples for FID), and `titok decode`.
+"""Sampling at scale: class-conditional evaluation sets (50,000 ImageNet samples for FID) for `titok sample`.
 
 `titok sample` generates `len(classes) x num_per_class` samples into a folder, in shards that are
 written atomically, resumable after any crash, spread over any number of processes and machines
 launched by `torchrun`, and assembles at the end the `.npz` the ADM/guided-diffusion evaluation suite
-reads (`arr_0`: uint8 N x H x W x 3, plus `labels`). The logic lives here; `titok/cli.py` only
-registers the two commands (`add_sample_parser`, `add_decode_parser`).
+reads (`arr_0`: uint8 N x H x W x 3, plus `labels`). The logic lives here; `titok/cli/sample.py`
+declares the command, `titok/cli/decode.py` is `titok decode`.
 
 Output folder (OUT):
 
@@ -178,11 +178,11 @@ def init_distributed(device_arg: str) -> tuple[DistContext, object]:
     images go through the shared output folder); each process takes cuda:LOCAL_RANK."""
     import torch
 
-    from titok.cli import _device
+    from titok.cli import options
 
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
-        return DistContext(), _device(device_arg)
+        return DistContext(), options.device(device_arg)
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device_arg in ("auto", "cuda") and torch.cuda.is_available():
         if local >= torch.cuda.device_count():
@@ -194,7 +194,7 @@ def init_distributed(device_arg: str) -> tuple[DistContext, object]:
         raise TiTokInputError(f"--device {device_arg}: under torchrun each process takes cuda:LOCAL_RANK; "
                               "give --device cuda or auto")
     else:
-        device = _device(device_arg)
+        device = options.device(device_arg)
     import datetime
 
     import torch.distributed as dist
@@ -681,9 +681,9 @@ class _Job:
 
 def _build_job(args, device) -> _Job:
     """Load the models, build the pipeline and the plan; every input error before any work."""
-    from titok.cli import _load_generation
+    from titok.cli import options
 
-    tok, gen, pipe = _load_generation(args, device)
+    tok, gen, pipe = options.load_generation(args, device)
     classes = parse_classes(args.classes, gen.cfg.num_classes)
     plan = EvalPlan(tuple(classes), args.num_per_class, args.shard_size)
     if plan.num_samples >= MAX_INDEX:
@@ -790,16 +790,16 @@ def _early_verdict(args, device):
 
 
 def _console_if_main(ctx):
-    from titok.cli import _console
+    from titok.cli import options
 
-    return _console(stderr=True) if ctx.rank == 0 else None
+    return options.console(stderr=True) if ctx.rank == 0 else None
 
 
 def _make_shards(job: _Job, args, ctx, mine: list, reporter, pool) -> None:
     """Generate and save this rank's shards (PNGs written by the pool as they come)."""
     import torch
 
-    from titok.cli import _check_finite
+    from titok.cli import options
     from titok.images import save_png
 
     futures = []
@@ -813,7 +813,7 @@ def _make_shards(job: _Job, args, ctx, mine: list, reporter, pool) -> None:
             images, labels, tokens = generate_shard(
                 job.pipe, job.plan, args.seed, j, batch_size=job.batch_size, decode_batch=args.decode_batch_size,
                 on_done=reporter.advance, write_png=write_png if pool else None,
-                check=lambda x: _check_finite(x, "pixels", args))
+                check=lambda x: options.check_finite(x, "pixels", args))
             for f in futures:
                 f.result()
             futures.clear()
@@ -852,7 +852,7 @@ def _run_record(job: _Job, ctx, device, made: int, done_before: int, t_start, t_
 
 def _finish(job: _Job, args, ctx, settings: dict, written: dict, run: dict) -> None:
     """Rank 0: the summary beside the outputs, shards removed (unless kept), one closing line."""
-    from titok.cli import _console
+    from titok.cli import options
     from titok.images import save_json
 
     plan, layout = job.plan, job.layout
@@ -871,7 +871,7 @@ def _finish(job: _Job, args, ctx, settings: dict, written: dict, run: dict) -> N
     shape, _ = read_npz_header(layout.npz)
     rate = f"{run['samples_per_s']:.3g} samples/s ({run['samples_per_s_per_device']:.3g} per device x " \
            f"{ctx.world_size})" if run["samples_per_s"] else "no new samples"
-    _console().print(f"{plan.num_samples} samples ({len(job.classes)} classes x {plan.num_per_class}, seed "
+    options.console().print(f"{plan.num_samples} samples ({len(job.classes)} classes x {plan.num_per_class}, seed "
                      f"{args.seed}, {job.pipe.mode} {settings['dtype']}, {len(job.pipe.scheduler)} steps) -> "
                      f"{layout.npz} {shape} uint8\n{run['samples_made']} made in this run: {rate}; summary in "
                      f"{layout.summary}", markup=False, soft_wrap=True)
@@ -897,157 +897,3 @@ def _device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({cpu_label()})"
-
-
-# ---- `titok decode` -------------------------------------------------------------------------------------------
-
-def run_decode(args) -> int:
-    """The `titok decode` command: token ids (.npy, as `titok tokenize` or `titok sample` write them) -> PNGs."""
-    import numpy as np
-    import torch
-
-    from titok.cli import _check_finite, _console, _device, _load_tokenizer, _pipeline, _progress
-    from titok.images import OutputFiles
-
-    path = Path(args.tokens)
-    if not path.is_file():
-        raise TiTokInputError(f"tokens file not found: {path}")
-    try:
-        tokens = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise TiTokInputError(f"{path} is not a NumPy .npy array ({' '.join(str(exc).split())[:100]})") from None
-    if tokens.ndim < 2 or tokens.shape[0] == 0:
-        raise TiTokInputError(f"{path}: expected tokens (N, K) (or (N, C, 1, K) VAE tokens), got shape "
-                              f"{tokens.shape}")
-    names = _decode_names(path, tokens.shape[0])
-    outputs = OutputFiles(overwrite=args.overwrite, inputs=[path])
-    out = outputs.check_folder(args.out)
-    targets = [out / n for n in names]
-    for t in targets:
-        outputs.check_file(t, flag="output")
-    from titok.cpu_threads import ItemRunner
-
-    device = _device(args.device)
-    with outputs, _progress() as progress, torch.no_grad():
-        tok = _load_tokenizer(args, device)
-        pipe = _pipeline(args, tok)
-        task = progress.add_task("decoding", total=len(targets))
-        with ItemRunner(device) as runner:
-            group = args.batch_size * (runner.workers or 1)  # one batch per worker at a time (CPU)
-            for c in range(0, len(targets), group):
-                chunk = np.asarray(tokens[c:c + group])
-                t = torch.from_numpy(chunk.astype(np.int64) if chunk.dtype.kind in "iu" else chunk.astype(np.float32))
-                images = decode_fixed(pipe, pipe.decoder.check_tokens(t.to(device)), args.batch_size,
-                                      check=lambda x: _check_finite(x, "pixels", args), runner=runner)
-                for target, image in zip(targets[c:c + group], images):
-                    outputs.stage_png(target, image)
-                progress.advance(task, chunk.shape[0])
-        outputs.commit()
-    _console().print(f"{len(targets)} token sequences ({path}) -> {len(targets)} PNGs in {out} ({pipe.mode} "
-                     f"{str(pipe.dtype).replace('torch.', '')}, batches of {args.batch_size})", markup=False)
-    return 0
-
-
-def _decode_names(path: Path, n: int) -> list[str]:
-    """000000.png ...; with `titok tokenize`'s NAME.files.json beside NAME.npy: 000000_<image name>.png."""
-    width = max(6, len(str(n - 1)))
-    stems = None
-    listing = path.with_suffix(".files.json")
-    if listing.is_file():
-        try:
-            files = json.loads(listing.read_text()).get("files")
-            if isinstance(files, list) and len(files) == n:
-                stems = [Path(str(f)).stem for f in files]
-        except (OSError, ValueError, AttributeError):
-            stems = None
-    return [f"{i:0{width}d}_{stems[i]}.png" if stems else f"{i:0{width}d}.png" for i in range(n)]
-
-
-# ---- the command lines ----------------------------------------------------------------------------------------
-
-def _model_flags(p, models: list[str], tokenizer_flag: str) -> None:
-    from titok.cli import DTYPES, MODES
-
-    p.add_argument("--model", choices=models, metavar="MODEL",
-                   help=f"variant name: {', '.join(models)}. Needed with --random-weights or a bare weights file "
-                        "that matches no released variant; a folder's config.json names its own model")
-    if tokenizer_flag == "checkpoint":
-        p.add_argument("--checkpoint", "--tokenizer", dest="checkpoint", metavar="SRC",
-                       help="tokenizer weights: an official HF folder (config.json + model.safetensors), a "
-                            ".safetensors/.bin file, or a HF repo id in the local cache")
-    else:
-        p.add_argument("--tokenizer", metavar="SRC", help="tokenizer weights (folder, file or cached repo id)")
-        p.add_argument("--generator", metavar="SRC", help="generator weights (folder, file or cached repo id)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="build the models with random weights (for speed tests; outputs are meaningless)")
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N or auto (default: auto; under torchrun each process takes "
-                        "cuda:LOCAL_RANK)")
-    p.add_argument("--mode", choices=MODES, default="fast",
-                   help="runtime (default: fast): reference (the official computation, eager), compile "
-                        "(torch.compile of it) or fast (fused kernels, batched guidance, prefix precompute)")
-    p.add_argument("--dtype", choices=DTYPES,
-                   help="model precision (default: the pipeline's: bfloat16 for fast on CUDA and on CPUs with "
-                        "bf16 matrix units, float32 otherwise; the quantizer and the sampling math stay float32). "
-                        "The paper's protocol is float32")
-
-
-def add_sample_parser(sub, models: list[str]) -> None:
-    """Register `titok sample` on the `titok` command's subparsers."""
-    from titok.cli import _int_in, add_sampler_overrides
-
-    p = sub.add_parser(
-        "sample", help="generate a class-conditional evaluation set (.npz for FID), resumable, multi-GPU",
-        description="Generate len(classes) x N class-conditional samples into a folder: one PNG per sample, "
-                    "then samples.npz (arr_0 uint8 N x H x W x 3, labels) as the ADM/guided-diffusion evaluation "
-                    "suite reads it, tokens.npy, manifest.json and summary.json. Sample i has class "
-                    "classes[i % len(classes)] and randomness that depends on (seed, i) only: the set is the same "
-                    "with any number of processes and after a resume. Run it again with the same options to "
-                    "resume after an interruption; other options are refused. Many GPUs or machines: "
-                    "torchrun --nproc_per_node=8 -m titok sample ... (the output folder must be shared).",
-        epilog="Exit status: 0 done, 2 error (one line on stderr), 130 interrupted (finished shards kept).")
-    _model_flags(p, models, "generator")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing; resumed if it "
-                                                               "holds a run with the same settings)")
-    p.add_argument("--classes", nargs="+", default=["all"], metavar="IDS",
-                   help="all (default), class ids and ranges: 0-99, '1 7 282', 0-9,20-29")
-    p.add_argument("--num-per-class", type=_int_in(1), default=50, metavar="N",
-                   help="samples per class (default: 50; 1000 classes x 50 = the 50,000-sample FID set)")
-    p.add_argument("--seed", type=_int_in(0, 2**64 - 1), default=0,
-                   help="seed of the sampling noise, 0..2^64-1 (default: 0); sample i's noise depends on "
-                        "(seed, i) only")
-    p.add_argument("--batch-size", type=_int_in(1), metavar="N",
-                   help="samples per generator batch per process (default: 64 on CUDA, 8 on CPU); may change "
-                        "between runs")
-    p.add_argument("--decode-batch-size", type=_int_in(1), default=DEFAULT_DECODE_BATCH, metavar="N",
-                   help=f"rows of every decode call, the last chunk padded (default: {DEFAULT_DECODE_BATCH}): "
-                        "part of the settings")
-    p.add_argument("--shard-size", type=_int_in(1), default=DEFAULT_SHARD, metavar="N",
-                   help=f"samples per shard file, the unit of resume and of work per process (default: "
-                        f"{DEFAULT_SHARD})")
-    add_sampler_overrides(p)
-    p.add_argument("--no-png", action="store_true", help="write no per-sample PNGs (only the .npz)")
-    p.add_argument("--keep-shards", action="store_true", help="keep shards/ after samples.npz is written")
-    p.set_defaults(func=run_sample)
-
-
-def add_decode_parser(sub, models: list[str]) -> None:
-    """Register `titok decode` on the `titok` command's subparsers."""
-    from titok.cli import _int_in
-
-    p = sub.add_parser(
-        "decode", help="decode token ids (.npy, from tokenize or sample) to images",
-        description="Decode an (N, K) array of token ids (as `titok tokenize` or `titok sample` write them) to "
-                    "DIR/000000.png ... (000000_<name>.png when tokenize's file list, NAME.files.json for NAME.npy, "
-                    "lies beside the array). Every batch is padded to --batch-size rows, so an image does not depend on N: with "
-                    "sample's --decode-batch-size, mode, dtype and device type, decoding OUT/tokens.npy gives "
-                    "the images of OUT/samples.npz exactly.",
-        epilog="Outputs: checked before any work; an existing file is replaced only with --overwrite; written when "
-               "the whole run succeeded. Exit status: 0 done, 2 error (one line on stderr), 130 interrupted.")
-    p.add_argument("tokens", metavar="TOKENS.npy", help="token array (.npy)")
-    _model_flags(p, models, "checkpoint")
-    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
-    p.add_argument("--batch-size", type=_int_in(1), default=DEFAULT_DECODE_BATCH, metavar="N",
-                   help=f"rows per decode call, the last one padded (default: {DEFAULT_DECODE_BATCH})")
-    p.add_argument("--overwrite", action="store_true", help="replace output files that exist")
-    p.set_defaults(func=run_decode)

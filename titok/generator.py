@@ -78,7 +78,7 @@ class _Generator(nn.Module):
     def save_pretrained(self, folder, *, tokenizer_cfg) -> None:
         """Write `config.json` (official layout, sampling defaults included) + `model.safetensors`; the
         official config also describes the tokenizer the generator pairs with (`tokenizer_cfg`)."""
-        from titok.loading import save_pretrained
+        from titok.saving import save_pretrained
 
         save_pretrained(self, folder, tokenizer_cfg=tokenizer_cfg, generator_cfg=self.cfg)
 

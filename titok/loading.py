@@ -26,11 +26,11 @@ import torch
 from torch import nn
 
 from titok.configs import (GeneratorConfig, TokenizerConfig, VARIANTS,
-                           generator_config_from_official, get_variant, to_official,
+                           generator_config_from_official, get_variant,
                            tokenizer_config_from_official)
 from titok.errors import CheckpointError, RandomWeightsWarning
+from titok.saving import save_pretrained  # noqa: F401 - re-exported: titok.loading.save_pretrained
 from titok.generator import build_generator
-from titok.images import _create_temp
 from titok.tokenizer import TiTokTokenizer
 
 MANIFEST_DIR = Path(__file__).parent / "manifests"
@@ -351,29 +351,6 @@ def load_generator(src: str | os.PathLike | None = None, variant: str | None = N
     model = build_generator_model(cfg, "meta")
     load_strict(model, state, part="generator", label=str(weights))
     return _finish(model, device, dtype)
-
-
-def save_pretrained(model: nn.Module, folder: str | os.PathLike, *, tokenizer_cfg: TokenizerConfig,
-                    generator_cfg: GeneratorConfig | None = None) -> None:
-    """Write `config.json` (official nested layout) + `model.safetensors`, as the official release does: both
-    under temporary names, renamed once both are written, with the permissions the umask gives a new file."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    doc = to_official(tokenizer_cfg, generator_cfg)
-    tmp_cfg, tmp_w = _create_temp(folder, "config.json"), _create_temp(folder, "model.safetensors")
-    try:
-        mode = os.stat(tmp_w).st_mode & 0o7777   # 0666 minus the umask
-        tmp_cfg.write_text(json.dumps(doc, indent=4))
-        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp_w))
-        os.chmod(tmp_w, mode)                     # safetensors writes its file with mode 0600
-        os.replace(tmp_cfg, folder / "config.json")
-        os.replace(tmp_w, folder / "model.safetensors")
-    except BaseException:
-        for tmp in (tmp_cfg, tmp_w):
-            tmp.unlink(missing_ok=True)
-        raise
 
 
 def check_compatible(decoder, generator: nn.Module) -> None:

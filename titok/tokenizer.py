@@ -116,7 +116,7 @@ class TiTokTokenizer(nn.Module):
 
     def save_pretrained(self, folder) -> None:
         """Write `config.json` (the official nested layout) + `model.safetensors` into `folder`."""
-        from titok.loading import save_pretrained
+        from titok.saving import save_pretrained
 
         save_pretrained(self, folder, tokenizer_cfg=self.cfg)
 
