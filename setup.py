@@ -12,7 +12,7 @@ setup(
     # Three import names, none generic: `titok` (the model), `titok_kernels` (the folder kernels/) and
     # `titok_bench` (the folder bench/). The folders keep their names; only the installed names differ, so
     # nothing clashes with other distributions' `kernels` or `bench` packages.
-    packages=["titok", "titok.cli", "titok_kernels", "titok_bench"] + [f"titok_bench.{p}" for p in find_packages("bench")],
+    packages=["titok", "titok.cli", "titok.evalset", "titok_kernels", "titok_bench"] + [f"titok_bench.{p}" for p in find_packages("bench")],
     package_dir={"titok": "titok", "titok_kernels": "kernels", "titok_bench": "bench"},
     package_data={"titok": ["manifests/*.json"], "titok_bench": ["*.json", "*.sh"]},
     install_requires=[

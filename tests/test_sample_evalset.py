@@ -299,7 +299,8 @@ def test_decode_closes_the_loop_with_sample_and_tokenize(models, tmp_path, capsy
 
 
 def test_stale_temporaries_of_a_killed_run_are_removed_and_only_those(tmp_path):
-    from titok.evalset import Layout, _remove_stale_temporaries
+    from titok.evalset import Layout
+    from titok.evalset.manifest import _remove_stale_temporaries
 
     for name in ("shards/.shard_00001.npz.0a1b2c3d.tmp", "samples/.000001_c0001.png.deadbeef.tmp",
                  ".samples.npz.01234567.tmp", ".notes.txt.01234567.tmp", "keep.tmp"):
