@@ -255,7 +255,8 @@ def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: 
 
 def _e2e_block(t, batch: int, flops: dict) -> dict:
     return {"p50_ms": t.p50_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms, "samples_per_s": batch / (t.p50_ms / 1e3),
-            "gflop_per_image": flops["total"] / 1e9, "achieved_tflops": flops["total"] * batch / (t.p50_ms / 1e3) / 1e12}
+            "gflop_per_image": flops["total"] / 1e9,
+            "achieved_tflops": flops["total"] * batch / (t.p50_ms / 1e3) / 1e12}
 
 
 def _e2e_line(e2e: dict) -> str:

@@ -12,8 +12,8 @@ are timed INTERLEAVED after their warm-up calls; samples/s is the median iterati
 it), a speed-up the median of per-iteration ratios (p20-p80 beside it); each stage is then timed
 alone. At the start the device's own matmul and copy ceilings are measured (a few seconds,
 titok_bench.harness.ceilings; --no-ceilings skips it): rows give achieved TFLOP/s as a fraction of
-the datasheet peak and of the measured rate. The run warns when the machine was busy (its CPU share, the load average) or when the stage
-sum and the end-to-end time disagree by more than 25%. `--compare paper` re-measures Tables 1 and 2
+the datasheet peak and of the measured rate. The run warns when the machine was busy (its CPU
+share, the load average) or when the stage sum and the end-to-end time disagree by more than 25%. `--compare paper` re-measures Tables 1 and 2
 (TiTok, the MaskGIT baseline, DiT-XL/2) in the `paper` (fp32 + TF32, eager) and `best` (bf16, each
 model's fastest mode) protocols; long samplers on CPU are projected from a few steps. `--compare tokens`
 re-measures Sec. 4.2 / Fig. 4d: sampling and generator-training throughput from K = 16 to 256 tokens

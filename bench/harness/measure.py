@@ -9,10 +9,10 @@ falls on all of them alike; each job's row gets its per-iteration times, and a s
 group's baseline is the median of the per-iteration ratios (p20-p80 beside it). Achieved TFLOP/s is
 read against the datasheet peak (`fraction_of_peak`) and, when the run measured them
 (`Settings.ceilings`, titok_bench.harness.ceilings), against this device's measured matmul rate in
-the same math mode (`fraction_of_measured`). The group's CPU
-share and load average (and NVML readings on a GPU) are recorded on its rows, with warnings when the
-machine was busy or when the stage times (each stage alone, after the interleaved loop) sum to more
-than STAGE_DISAGREEMENT away from the end-to-end time.
+the same math mode (`fraction_of_measured`). The group's CPU share and load average (and NVML
+readings on a GPU) are recorded on its rows, with warnings when the machine was busy or when the
+stage times (each stage alone, after the interleaved loop) sum to more than STAGE_DISAGREEMENT away
+from the end-to-end time.
 
 Out-of-memory in a job makes an "oom" row (the others go on); other exceptions "error" rows.
 """
@@ -37,7 +37,8 @@ STAGES = ("generator_forwards", "sampling_steps", "vit_decoder", "pixel_decoder"
 STAGE_DISAGREEMENT = 0.25
 ROW_FIGURES = ("samples_per_s", "samples_per_s_p20", "samples_per_s_p80", "latency_ms", "iteration_ms", "speedup",
                "stages", "peak_memory_bytes", "gflop_per_image", "gflop_by_stage", "achieved_tflops", "peak_tflops",
-               "fraction_of_peak", "measured_tflops", "fraction_of_measured", "projected_from_steps", "projection", "nvml", "cpu_usage")
+               "fraction_of_peak", "measured_tflops", "fraction_of_measured", "projected_from_steps", "projection",
+               "nvml", "cpu_usage")
 
 
 @dataclasses.dataclass
