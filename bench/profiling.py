@@ -8,7 +8,11 @@ writes results/<device>/<model>-<pipeline>-b<batch>.md (or --out-dir) and a .jso
   decoder), each stage timed alone, and its share;
 - the top kernels / operators by total time from torch.profiler over one end-to-end
   generation (name, calls, total and mean time, share), the project's Triton kernels
-  marked, and the configs their autotuners chose;
+  marked, and the configs their autotuners chose. The profiled generation runs EAGERLY (no
+  CUDA graph) even when the pipeline replays one: a graph replay dispatches no operators,
+  so torch.profiler would see no operator events and the roofline rows (built from them)
+  would be empty. `profiled` in the report says so; the end-to-end section gives the
+  graph-replay time and, beside it, the eager time of the profiled mode;
 - a roofline table for the project's ops and the large GEMMs/convolutions: achieved
   TFLOP/s and GB/s from their FLOP/byte counts, arithmetic intensity and fraction of
   the device's peak, plus a roofline PNG (when matplotlib is installed);
@@ -43,6 +47,11 @@ PROJECT_OPS = ("titok::nearest_code", "titok::maskgit_step", "titok::concat_atte
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::conv2d")
 
 
+PROFILED_WHY = ("a CUDA graph replay dispatches no operators: torch.profiler would record no operator events "
+                "and the roofline rows, built from them, would be empty; so the profiled generation runs eagerly "
+                "(the same runtime, kernels and dtype, launched one by one)")
+
+
 def build_pipeline(model: str, mode: str, device: torch.device, dtype: torch.dtype | None,
                    checkpoint_dir: str | None = None):
     """(Pipeline, per-image FLOPs) for `model` (a key of MODELS), random weights unless checkpoints are given."""
@@ -52,6 +61,17 @@ def build_pipeline(model: str, mode: str, device: torch.device, dtype: torch.dty
         models = spec.build(device, checkpoint_dir)
     runner = spec.runner(models, mode, dtype, None, True)
     return runner.pipeline, runner.flops()
+
+
+def eager_pipeline(pipe):
+    """`pipe` itself when it replays no CUDA graph, else a pipeline over the same decoder, generator,
+    scheduler, mode and dtype with cuda_graph=False (what `profile_generation` runs)."""
+    if pipe.graphs is None:
+        return pipe
+    from titok.pipeline import Pipeline
+
+    return Pipeline(pipe.decoder, pipe.generator, mode=pipe.mode, scheduler=pipe.scheduler, dtype=pipe.dtype,
+                    cuda_graph=False, max_batch=pipe.max_batch)
 
 
 # ---- profiler aggregation -------------------------------------------------------------------------------
@@ -138,17 +158,18 @@ def _roofline_row(evt, name: str, cuda: bool, dtype: torch.dtype, peaks: dict | 
 
 
 def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tuple[list[dict], list[dict]]:
-    """Run torch.profiler over one end-to-end generation; return (top ops, roofline rows)."""
+    """Run torch.profiler over one end-to-end generation of `pipe` as it is (the caller passes an eager
+    pipeline, `eager_pipeline`: see PROFILED_WHY) in one call of the whole batch; return (top ops, roofline rows)."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = pipe.device.type == "cuda"
     cls = torch.arange(batch, device=pipe.device) % pipe.generator.cfg.num_classes
-    pipe.generate(cls, seed=0)  # warm-up: autotuning, CUDA-graph capture, lazy init
+    pipe.generate(cls, seed=0, batch_size=batch)  # warm-up: autotuning, lazy init
     if cuda:
         torch.cuda.synchronize()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities, record_shapes=True, with_flops=True) as prof:
-        pipe.generate(cls, seed=1)
+        pipe.generate(cls, seed=1, batch_size=batch)
         if cuda:
             torch.cuda.synchronize()
     if trace_path:
@@ -197,28 +218,51 @@ def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: 
     say(f"profiling: building {model} ({'checkpoints' if checkpoint_dir else 'random weights'}), {mode} pipeline")
     pipe, flops = build_pipeline(model, mode, device, dtype, checkpoint_dir)
     cls = torch.arange(batch, device=device) % pipe.generator.cfg.num_classes
+    graph = pipe.graphs is not None
     with torch.no_grad():
         say("profiling: timing each stage alone")
         stages = stage_breakdown(pipe, batch, iters)
-        say("profiling: timing end to end")
+        say("profiling: timing end to end" + (" (CUDA graph replay)" if graph else ""))
         e2e, telemetry = NvmlMonitor(device).telemetry(
-            lambda: time_fn(lambda: pipe.generate(cls, seed=0), device=device, warmup=1, iters=iters))
-        say("profiling: torch.profiler over one generation")
-        top, roofline = profile_generation(pipe, batch, trace_path=trace_path)
+            lambda: time_fn(lambda: pipe.generate(cls, seed=0, batch_size=batch), device=device, warmup=1,
+                            iters=iters))
+        eager = eager_pipeline(pipe)
+        eager_e2e = None
+        if graph:
+            say("profiling: timing end to end without the CUDA graph (the profiled mode)")
+            eager_e2e = time_fn(lambda: eager.generate(cls, seed=0, batch_size=batch), device=device, warmup=1,
+                                iters=iters)
+        say("profiling: torch.profiler over one eager generation")
+        top, roofline = profile_generation(eager, batch, trace_path=trace_path)
+    end_to_end = _e2e_block(e2e, batch, flops)
+    end_to_end["cuda_graph"] = graph
+    end_to_end["eager"] = None if eager_e2e is None else _e2e_block(eager_e2e, batch, flops)
     return {
         "schema": SCHEMA,
         "environment": environment(device),
         "config": {"model": model, "batch_size": batch, "iters": iters, "random_weights": checkpoint_dir is None,
                    **pipe.describe()},
-        "end_to_end": {"p50_ms": e2e.p50_ms, "p20_ms": e2e.p20_ms, "p80_ms": e2e.p80_ms,
-                       "samples_per_s": batch / (e2e.p50_ms / 1e3), "gflop_per_image": flops["total"] / 1e9,
-                       "achieved_tflops": flops["total"] * batch / (e2e.p50_ms / 1e3) / 1e12},
+        "end_to_end": end_to_end,
+        "profiled": {"cuda_graph": False, "eager_copy": eager is not pipe, "batch_size": batch,
+                     "why": PROFILED_WHY if graph else "the pipeline replays no CUDA graph: profiled as timed"},
         "stages": stages,
         "top_kernels": top[:25],
         "autotune": autotune_choices(),
         "roofline": roofline[:40],
         "telemetry": telemetry,
     }
+
+
+def _e2e_block(t, batch: int, flops: dict) -> dict:
+    return {"p50_ms": t.p50_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms, "samples_per_s": batch / (t.p50_ms / 1e3),
+            "gflop_per_image": flops["total"] / 1e9,
+            "achieved_tflops": flops["total"] * batch / (t.p50_ms / 1e3) / 1e12}
+
+
+def _e2e_line(e2e: dict) -> str:
+    return (f"{e2e['samples_per_s']:.2f} samples/s (p50 {e2e['p50_ms']:.1f} ms per batch, p20-p80 "
+            f"{e2e['p20_ms']:.1f}-{e2e['p80_ms']:.1f} ms); {e2e['gflop_per_image']:.1f} GFLOP per image -> "
+            f"{e2e['achieved_tflops']:.3f} TFLOP/s achieved")
 
 
 def _f(x, spec=".3f"):
@@ -230,20 +274,22 @@ def _pct(x):
 
 
 def to_markdown(report: dict) -> str:
-    env, cfg, e2e = report["environment"], report["config"], report["end_to_end"]
+    env, cfg, e2e, prof = report["environment"], report["config"], report["end_to_end"], report["profiled"]
     lines = [f"# Profile: {cfg['model']}, {cfg['mode']} pipeline, batch {cfg['batch_size']}", "",
              f"- command: `{env['command']}`", f"- device: {env['device_name']} ({env['device_type']})",
              f"- torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, python {env['python']}",
              f"- date: {env['timestamp']}, git SHA: {env['git_sha']}",
-             f"- dtype {cfg['dtype']}, CUDA graph {cfg['cuda_graph']}, random weights {cfg['random_weights']}", "",
+             f"- dtype {cfg['dtype']}, CUDA graph {cfg['cuda_graph']}, random weights {cfg['random_weights']}",
+             f"- profiled: one eager generation (no CUDA graph), batch {prof['batch_size']} in one call: "
+             f"{prof['why']}", "",
              "## End to end", "",
-             f"{e2e['samples_per_s']:.2f} samples/s (p50 {e2e['p50_ms']:.1f} ms per batch, p20-p80 "
-             f"{e2e['p20_ms']:.1f}-{e2e['p80_ms']:.1f} ms); {e2e['gflop_per_image']:.1f} GFLOP per image -> "
-             f"{e2e['achieved_tflops']:.3f} TFLOP/s achieved.", "",
-             "## Stages (each timed alone)", "", "| stage | p50 ms | p20-p80 ms | share |", "|---|---:|---:|---:|"]
+             ("CUDA graph replay: " if e2e["cuda_graph"] else "Eager (no CUDA graph): ") + _e2e_line(e2e) + "."]
+    if e2e.get("eager"):
+        lines += ["", "Eager, without the CUDA graph (the profiled mode): " + _e2e_line(e2e["eager"]) + "."]
+    lines += ["", "## Stages (each timed alone)", "", "| stage | p50 ms | p20-p80 ms | share |", "|---|---:|---:|---:|"]
     lines += [f"| {r['stage']} | {r['p50_ms']:.2f} | {r['p20_ms']:.2f}-{r['p80_ms']:.2f} | {100 * r['share']:.1f}% |"
               for r in report["stages"]]
-    lines += ["", "## Top kernels and operators (self time, torch.profiler)", "",
+    lines += ["", "## Top kernels and operators (self time, torch.profiler, one eager generation)", "",
               "| name | calls | total ms | mean ms | share | project / Triton |", "|---|---:|---:|---:|---:|---|"]
     for r in report["top_kernels"]:
         mark = ("project" if r["project_kernel"] else "") + (" triton" if r["triton"] else "")
@@ -255,7 +301,7 @@ def to_markdown(report: dict) -> str:
             lines += [f"- `{kernel}`: " + "; ".join(f"{k} -> {v}" for k, v in choices.items())]
     else:
         lines.append("None recorded (no autotuned Triton kernel ran on this device).")
-    lines += ["", "## Roofline (project ops and large GEMMs / convolutions)", "",
+    lines += ["", "## Roofline (project ops and large GEMMs / convolutions, one eager generation)", "",
               "| op | calls | total ms | TFLOP/s | GB/s | FLOP/byte | of peak |", "|---|---:|---:|---:|---:|---:|---:|"]
     for r in report["roofline"]:
         lines.append(f"| `{r['name']}` {r['shapes'][:60]} | {r['calls']} | {r['total_ms']:.3f} | {_f(r['tflops'])} | "

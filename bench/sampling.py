@@ -10,8 +10,10 @@ One sample is one generated image (the paper's T column): MaskGIT sampling, the 
 MaskGIT-VQGAN pixel decoder. The pipelines compared (with --compare: the models of one resolution)
 are timed INTERLEAVED after their warm-up calls; samples/s is the median iteration (p20-p80 beside
 it), a speed-up the median of per-iteration ratios (p20-p80 beside it); each stage is then timed
-alone. The run warns when the machine was busy (its CPU share, the load average) or when the stage
-sum and the end-to-end time disagree by more than 25%. `--compare paper` re-measures Tables 1 and 2
+alone. At the start the device's own matmul and copy ceilings are measured (a few seconds,
+titok_bench.harness.ceilings; --no-ceilings skips it): rows give achieved TFLOP/s as a fraction of
+the datasheet peak and of the measured rate. The run warns when the machine was busy (its CPU
+share, the load average) or when the stage sum and the end-to-end time disagree by more than 25%. `--compare paper` re-measures Tables 1 and 2
 (TiTok, the MaskGIT baseline, DiT-XL/2) in the `paper` (fp32 + TF32, eager) and `best` (bf16, each
 model's fastest mode) protocols; long samplers on CPU are projected from a few steps. `--compare tokens`
 re-measures Sec. 4.2 / Fig. 4d: sampling and generator-training throughput from K = 16 to 256 tokens
@@ -33,11 +35,12 @@ from titok.errors import RandomWeightsWarning
 from titok_bench.harness import cli
 from titok_bench.harness import threads as thread_policy
 from titok_bench.harness import token_sweep
+from titok_bench.harness.ceilings import ceilings
 from titok_bench.harness.env import CpuWindow, busy_warnings, environment, extra_packages, parse_device
 from titok_bench.harness.measure import Job, Settings, fail_row, measure_group, prime_process
 from titok_bench.harness.models import COMPARE_SETS, MODES, PUBLIC_MODELS, SPECS, checkpoint_paths, weights_of
 from titok_bench.harness.nvml import NvmlMonitor
-from titok_bench.harness.report import CPU_NOTICE, claims_rows, print_report, print_tokens_report
+from titok_bench.harness.report import CPU_NOTICE, ceilings_summary, claims_rows, print_report, print_tokens_report
 from titok_bench.harness.results import validate_json, write_json
 
 SCHEMA_ID, SCHEMA_VERSION = "titok-kernels/sampling/v2", 2
@@ -93,6 +96,8 @@ def build_parser() -> cli.ArgumentParser:
                    help="--compare protocols (default: both on GPU, paper on CPU)")
     p.add_argument("--project-steps", type=int, help="time this many sampling steps and project to the full "
                    "count (0: never; default: never on GPU, per model with --compare on CPU)")
+    p.add_argument("--no-ceilings", action="store_true", help="skip measuring this device's matmul and copy "
+                   "ceilings at the start (a few seconds; without them rows carry no fraction_of_measured)")
     p.add_argument("--wide", action="store_true", help="every column in the tables (default: fits 80 columns)")
     return p
 
@@ -344,7 +349,10 @@ def run(argv: list[str] | None = None) -> tuple[dict, list[str], str | None]:
         say(thread_policy.summary(threads))
     say("weights: " + (f"checkpoints from {args.checkpoint_dir}" if args.checkpoint_dir else
                        "random (speed does not depend on weights)"))
-    env = {**environment(plan.device), "extra_packages": extra_packages()}
+    env = {**environment(plan.device), "extra_packages": extra_packages(), "ceilings": None}
+    if not args.no_ceilings:
+        env["ceilings"] = plan.settings.ceilings = ceilings(plan.device)
+        say(ceilings_summary(env["ceilings"]))
     monitor, window = NvmlMonitor(plan.device).start(), CpuWindow.start(plan.device)
     all_jobs = [j for jobs, _ in plan.groups for j in jobs]
     primed = prime_process(all_jobs, plan.device, say) if plan.settings.warmup == 0 and all_jobs else False

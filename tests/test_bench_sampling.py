@@ -387,6 +387,13 @@ def test_main_run_json_validates_and_cpu_notice(oom_run):
     assert ok["gflop_per_image"] == pytest.approx(expected["total"] / 1e9)
     assert ok["achieved_tflops"] == pytest.approx(expected["total"] * ok["samples_per_s"] / 1e12)
     assert ok["fraction_of_peak"] is None and ok["peak_memory_bytes"] is None       # CPU: unknown peak, no CUDA memory
+    # The CPU's own ceilings, measured at the start: the fp32 row is read against the measured fp32 rate.
+    measured = payload["environment"]["ceilings"]
+    assert measured["device_type"] == "cpu" and set(measured["matmul"]) == {"fp32", "bf16"}
+    assert ok["measured_tflops"] == measured["matmul"]["fp32"]["tflops"] > 0
+    assert ok["fraction_of_measured"] == pytest.approx(ok["achieved_tflops"] / ok["measured_tflops"])
+    assert payload["results"][0]["measured_tflops"] is None and payload["results"][0]["fraction_of_measured"] is None
+    assert "measured ceilings: matmul TFLOP/s fp32 " in text
     assert payload["environment"]["nvml"] is None
     assert set(ok["cpu_usage"]) >= {"cpu_share", "load_avg_1m", "process_cpu_s", "wall_s"}
     with open(png, "rb") as f:
@@ -409,16 +416,24 @@ def test_schema_has_teeth_and_shares_the_environment_block(oom_run):
     del bad["environment"]["torch"]
     with pytest.raises(jsonschema.ValidationError):
         _validate(bad)
+    for change in ({"device_type": "tpu"}, {"copy": {"gbps": 1.0}}, {"matmul": {"fp32": {"tflops": "fast"}}}):
+        bad = json.loads(json.dumps(payload))
+        bad["environment"]["ceilings"].update(change)
+        with pytest.raises(jsonschema.ValidationError):
+            _validate(bad)
 
 
 def test_compare_run_claims_table(tmp_path, capsys):
     """--compare on the tiny set: TiTok, MaskGIT and DiT rows with projection, speed-ups over DiT, schema."""
     out = tmp_path / "compare.json"
-    code = sampling.main(["--compare", "tiny", "--protocol", "paper", "--device", "cpu", "--out", str(out)])
+    code = sampling.main(["--compare", "tiny", "--protocol", "paper", "--device", "cpu", "--out", str(out),
+                          "--no-ceilings"])
     text = capsys.readouterr().out
     assert code == 0
     payload = json.loads(out.read_text())
     _validate(payload)
+    assert payload["environment"]["ceilings"] is None and "measured ceilings" not in text          # --no-ceilings
+    assert all(r["measured_tflops"] is None and r["fraction_of_measured"] is None for r in payload["results"])
     claims = payload["claims"]
     assert [c["model"] for c in claims] == ["tiny-titok", "tiny-maskgit", "tiny-dit"]
     assert all(c["status"] == "ok" and c["protocol"] == "paper" for c in claims)
@@ -470,8 +485,12 @@ def test_results_table_fits_80_columns(oom_run):
     for cell in ("reference", "fast", "OOM", f"{rows[3]['speedup']['p50']:.2f}x"):
         assert cell in text
     assert any("OOM: " in n for n in notes.lines())             # the message is a footnote, not a cell
+    assert "of meas." not in text                               # the compact table has no fractions
     wide = "\n".join(_render(report.results_table(rows, "t", report.Notes(rows), wide=True), width=200))
     assert "GFLOP/img" in wide and "tiny-titok" in wide
+    assert "of peak" in wide and "of meas." in wide and f"{100 * rows[3]['fraction_of_measured']:.1f}%" in wide
+    env_text = "\n".join(_render(report.environment_table(oom_run[2]["environment"]), width=200))
+    assert "ceilings" in env_text and "matmul TFLOP/s fp32" in env_text and "GB/s (CPU," in env_text
 
 
 def test_plot_without_speedup_rows_and_its_provenance(tmp_path, oom_run):

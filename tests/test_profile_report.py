@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,13 +31,69 @@ def test_profile_report_has_every_section(tmp_path):
     assert gemms and all(r["flops_per_call"] > 0 and r["tflops"] > 0 for r in gemms)
     assert report["telemetry"] is None                                    # no NVML on CPU
     assert report["end_to_end"]["samples_per_s"] > 0
+    # No CUDA graph on CPU: the timed pipeline is the profiled one, and the report says so.
+    assert report["end_to_end"]["cuda_graph"] is False and report["end_to_end"]["eager"] is None
+    assert report["profiled"] == {"cuda_graph": False, "eager_copy": False, "batch_size": 1,
+                                  "why": "the pipeline replays no CUDA graph: profiled as timed"}
     md = (tmp_path / "tiny-fast-b1.md").read_text()
+    assert "- profiled: one eager generation (no CUDA graph)" in md and "Eager (no CUDA graph): " in md
     for title in ("## End to end", "## Stages", "## Top kernels", "## Autotune choices", "## Roofline",
                   "## Telemetry"):
         assert title in md
     assert (tmp_path / "tiny-fast-b1.trace.json").stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny-fast-b1.{s}" for s in
                                                           ("json", "md", "roofline.png", "trace.json")]
+
+
+class _ReplayStandIn:
+    """Stands in for titok.runtimes.CUDAGraphs on CPU: 'replays' run the runtime eagerly, and are counted."""
+
+    def __init__(self, runtime):
+        self.runtime, self.replays = runtime, 0
+
+    def run(self, cls, seed, *, images):
+        self.replays += 1
+        ids = self.runtime.sample(cls, seed=self.runtime.start(seed, None))
+        return self.runtime.decode(ids).float().clamp(0.0, 1.0) if images else ids
+
+    def release(self):
+        pass
+
+
+def test_profile_of_a_graph_pipeline_profiles_an_eager_copy(monkeypatch):
+    """A pipeline that replays a CUDA graph (stood in for on CPU) is timed as it is, timed again eagerly, and
+    profiled eagerly: a replay dispatches no operator, so profiling it would leave the roofline empty."""
+    from titok_bench import profiling
+
+    built = {}
+
+    def build_with_graph(*args, **kwargs):
+        pipe, flops = build(*args, **kwargs)
+        pipe.graphs = built["graphs"] = _ReplayStandIn(pipe.runtime)
+        built["pipe"] = pipe
+        return pipe, flops
+
+    build = profiling.build_pipeline
+    monkeypatch.setattr(profiling, "build_pipeline", build_with_graph)
+    profiled = []
+    real_profile = profiling.profile_generation
+    monkeypatch.setattr(profiling, "profile_generation",
+                        lambda pipe, batch, **kw: profiled.append(pipe) or real_profile(pipe, batch, **kw))
+    report = profiling.make_report("tiny", "fast", 2, torch.device("cpu"), None, iters=1, say=lambda _: None)
+    pipe, graphs = built["pipe"], built["graphs"]
+    assert graphs.replays == 2                             # the graph-timed end to end: 1 warm-up + 1 iteration
+    (eager,) = profiled
+    assert eager is not pipe and eager.graphs is None
+    assert eager.decoder is pipe.decoder and eager.generator is pipe.generator and eager.scheduler is pipe.scheduler
+    assert eager.dtype == pipe.dtype and eager.mode == pipe.mode
+    assert report["config"]["cuda_graph"] is True and report["end_to_end"]["cuda_graph"] is True
+    assert report["end_to_end"]["eager"]["p50_ms"] > 0 and report["end_to_end"]["eager"]["samples_per_s"] > 0
+    assert report["profiled"]["cuda_graph"] is False and report["profiled"]["eager_copy"] is True
+    assert "dispatches no operators" in report["profiled"]["why"]
+    assert report["roofline"] and any(r["name"] in ("aten::addmm", "aten::mm") for r in report["roofline"])
+    assert any(k["name"] == "titok::maskgit_step" for k in report["top_kernels"])
+    md = profiling.to_markdown(report)
+    assert "CUDA graph replay: " in md and "Eager, without the CUDA graph (the profiled mode): " in md
 
 
 def test_profile_refuses_an_out_dir_that_is_a_file(tmp_path):

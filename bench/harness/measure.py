@@ -6,10 +6,13 @@ build its runner, run its warm-up calls (outside the timed region; they also abs
 compilation and CUDA-graph capture; peak memory is read over them). Then the timed iterations go
 round the jobs, A B C A B C ..., so that a change in the machine's speed (clocks, other load)
 falls on all of them alike; each job's row gets its per-iteration times, and a speed-up over the
-group's baseline is the median of the per-iteration ratios (p20-p80 beside it). The group's CPU
-share and load average (and NVML readings on a GPU) are recorded on its rows, with warnings when the
-machine was busy or when the stage times (each stage alone, after the interleaved loop) sum to more
-than STAGE_DISAGREEMENT away from the end-to-end time.
+group's baseline is the median of the per-iteration ratios (p20-p80 beside it). Achieved TFLOP/s is
+read against the datasheet peak (`fraction_of_peak`) and, when the run measured them
+(`Settings.ceilings`, titok_bench.harness.ceilings), against this device's measured matmul rate in
+the same math mode (`fraction_of_measured`). The group's CPU share and load average (and NVML
+readings on a GPU) are recorded on its rows, with warnings when the machine was busy or when the
+stage times (each stage alone, after the interleaved loop) sum to more than STAGE_DISAGREEMENT away
+from the end-to-end time.
 
 Out-of-memory in a job makes an "oom" row (the others go on); other exceptions "error" rows.
 """
@@ -24,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from titok_bench.harness.ceilings import measured_tflops
 from titok_bench.harness.env import (CpuWindow, busy_warnings, device_peaks, free_device_memory, is_out_of_memory,
                                      peak_memory_bytes, peak_memory_reset)
 from titok_bench.harness.models import SPECS, TINY_OF_FAMILY, ModelSpec, class_ids
@@ -33,7 +37,8 @@ STAGES = ("generator_forwards", "sampling_steps", "vit_decoder", "pixel_decoder"
 STAGE_DISAGREEMENT = 0.25
 ROW_FIGURES = ("samples_per_s", "samples_per_s_p20", "samples_per_s_p80", "latency_ms", "iteration_ms", "speedup",
                "stages", "peak_memory_bytes", "gflop_per_image", "gflop_by_stage", "achieved_tflops", "peak_tflops",
-               "fraction_of_peak", "projected_from_steps", "projection", "nvml", "cpu_usage")
+               "fraction_of_peak", "measured_tflops", "fraction_of_measured", "projected_from_steps", "projection",
+               "nvml", "cpu_usage")
 
 
 @dataclasses.dataclass
@@ -45,6 +50,7 @@ class Settings:
     stage_iters: int
     stage_warmup: int
     tf32: bool
+    ceilings: dict | None = None    # measured ceilings (titok_bench.harness.ceilings), None: not measured
 
 
 def project_ms(sampling_ms: float, decode_ms: float, measured_units: int, full_units: int) -> float:
@@ -193,6 +199,10 @@ def finish(job: Job, watch: Stopwatch, settings: Settings) -> tuple[float, float
     if peaks is not None:
         row["peak_tflops"] = peaks["tflops"][peak_key(runner.dtype, row["tf32"])]
         row["fraction_of_peak"] = row["achieved_tflops"] / row["peak_tflops"]
+    measured = measured_tflops(settings.ceilings, peak_key(runner.dtype, row["tf32"]))
+    if measured:
+        row["measured_tflops"] = measured
+        row["fraction_of_measured"] = row["achieved_tflops"] / measured
     return ratio_units, ratio_steps
 
 

@@ -28,6 +28,10 @@ def fmt_ratio(value, spec=".2f"):
     return "-" if value is None else f"{value:{spec}}x"
 
 
+def fmt_pct(fraction):
+    return "-" if fraction is None else f"{100 * fraction:.1f}%"
+
+
 def fmt_spread(low, high, f=fmt_rate):
     return "-" if low is None or high is None else f"{f(low)}-{f(high)}"
 
@@ -86,10 +90,12 @@ def _table(title: str, columns: list[str], left: tuple = (), caption: str | None
 
 def results_table(rows: list[dict], title: str, notes: Notes, wide: bool = False):
     """samples/s per (pipeline, batch), its p20-p80 spread, the speed-up over the reference (median of
-    interleaved per-iteration ratios) and its spread; `wide` adds model, latency, memory, FLOPs."""
+    interleaved per-iteration ratios) and its spread; `wide` adds model, latency, memory, FLOPs, and the
+    achieved TFLOP/s as a fraction of the datasheet peak ("of peak") and of the measured ceiling ("of meas.")."""
     cols = ["pipeline", "dtype", "batch", "samples/s", "p20-p80", "vs ref", "p20-p80 ", "note"]
     if wide:
-        cols = ["model", *cols[:5], "ms/batch", *cols[5:7], "peak mem", "GFLOP/img", "TFLOP/s", "of peak", "note"]
+        cols = ["model", *cols[:5], "ms/batch", *cols[5:7], "peak mem", "GFLOP/img", "TFLOP/s", "of peak", "of meas.",
+                "note"]
     table = _table(title, cols, left=("model", "pipeline", "dtype", "note"), caption=notes.caption())
     for r in rows:
         sp, lat = r.get("speedup") or {}, r["latency_ms"]
@@ -101,7 +107,7 @@ def results_table(rows: list[dict], title: str, notes: Notes, wide: bool = False
                  "ms/batch": "-" if lat is None else f"{lat['p50_ms']:.1f}",
                  "peak mem": "-" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.2f} GiB",
                  "GFLOP/img": fmt(r["gflop_per_image"], ".1f"), "TFLOP/s": fmt(r["achieved_tflops"], ".3f"),
-                 "of peak": "-" if r["fraction_of_peak"] is None else f"{100 * r['fraction_of_peak']:.1f}%",
+                 "of peak": fmt_pct(r["fraction_of_peak"]), "of meas.": fmt_pct(r.get("fraction_of_measured")),
                  "note": notes.mark(r)}
         table.add_row(*(cells[c] for c in cols))
     return table
@@ -161,9 +167,23 @@ def environment_table(env: dict, usage: dict | None = None):
         load = "-" if usage["load_avg_1m"] is None else f"{usage['load_avg_1m']:.1f}"
         table.add_row("cpu share", f"{100 * (usage['cpu_share'] or 0):.0f}% of {usage['threads']} threads; load "
                                    f"average {load} on {usage['cores']} cores")
+    if env.get("ceilings"):
+        table.add_row("ceilings", ceilings_summary(env["ceilings"]).removeprefix("measured ceilings: "))
     for key, value in _nvml_lines(env):
         table.add_row(key, value)
     return table
+
+
+def ceilings_summary(ceilings: dict) -> str:
+    """One line: the measured matmul TFLOP/s per math mode and the copy GB/s (titok_bench.harness.ceilings)."""
+    parts = []
+    for key, entry in ceilings["matmul"].items():
+        parts.append(f"{key} {entry['tflops']:.3g}" if entry.get("tflops") else f"{key} failed")
+    copy = ceilings["copy"]
+    copy_text = f"copy {copy['gbps']:.0f} GB/s" if copy.get("gbps") else "copy failed"
+    where = "CPU, " if ceilings["device_type"] == "cpu" else ""
+    return (f"measured ceilings: matmul TFLOP/s {', '.join(parts)}; {copy_text} ({where}"
+            f"{ceilings['seconds']:.1f} s)")
 
 
 def _nvml_lines(env: dict) -> list[tuple[str, str]]:

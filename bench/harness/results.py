@@ -65,6 +65,32 @@ NVML_SCHEMA = {
     "required": ["static", "during_run"],
 }
 
+_CEILING_ENTRY = {"type": "object", "properties": {
+    "reps": {"type": "integer", "minimum": 1}, "p50_ms": {"type": "number"}, "min_ms": {"type": "number"},
+    "error": {"type": "string", "description": "why this measurement failed (the others stand)"}}}
+
+# Measured ceilings (titok_bench.harness.ceilings.measure_ceilings): null when not measured (--no-ceilings).
+CEILINGS_SCHEMA = {
+    "type": ["object", "null"],
+    "description": "this device's own ceilings, measured at the start of the run (titok_bench.harness.ceilings): "
+                   "dense N^3 matmuls per math mode (TFLOP/s = 2 N^3 / median call) and a copy (GB/s = bytes read "
+                   "+ written / median call); on a CPU the CPU's fp32 and bf16 rates; null when skipped",
+    "properties": {
+        "device_type": {"enum": ["cuda", "cpu"]},
+        "matmul": {"type": "object", "description": "math-mode key (bf16, fp16, tf32, fp32) -> measurement",
+                   "additionalProperties": {**_CEILING_ENTRY, "properties": {
+                       **_CEILING_ENTRY["properties"], "n": {"type": "integer"}, "dtype": {"type": "string"},
+                       "tf32": {"type": "boolean"}, "tflops": {"type": "number"}}, "required": ["n", "dtype"]}},
+        "copy": {**_CEILING_ENTRY, "properties": {**_CEILING_ENTRY["properties"], "bytes": {"type": "integer"},
+                                                  "counted": {"type": "string"}, "gbps": {"type": "number"}},
+                 "required": ["bytes"]},
+        "seconds": {"type": "number"},
+        "threads": {"type": ["integer", "null"]},
+        "method": {"type": "string"},
+    },
+    "required": ["device_type", "matmul", "copy", "seconds", "method"],
+}
+
 # The environment block of every result file (`env.environment()`, plus keys a tool adds, e.g. "nvml").
 ENVIRONMENT_SCHEMA = {
     "type": "object",
@@ -87,6 +113,7 @@ ENVIRONMENT_SCHEMA = {
             "required": ["family", "bandwidth_gbps", "tflops"],
         },
         "nvml": NVML_SCHEMA,
+        "ceilings": CEILINGS_SCHEMA,
     },
     "required": ["command", "timestamp", "git_sha", "python", "torch", "triton", "cuda", "device_type",
                  "device_name", "cpu_threads", "peaks"],
