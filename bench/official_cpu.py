@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import platform
 import sys
 import time
 import types

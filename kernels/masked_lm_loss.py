@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from .aot import CompileJob
-from .backend import (INDEX_DTYPES, KernelLaunch, NotApplicable, check_backend, check_tensor,
+from .backend import (INDEX_DTYPES, KernelLaunch, check_backend, check_tensor,
                       interpreter_dtype_issue, launch, resolve_backend)
 
 OP = "masked_lm_loss"
