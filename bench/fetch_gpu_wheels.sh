@@ -6,7 +6,7 @@
 #   bash bench/fetch_gpu_wheels.sh DIR        # -> DIR
 #   bash bench/fetch_gpu_wheels.sh --list     # print the pinned list, download nothing
 #
-# The GPU machine (nvidia-h200, see profiles/README.md) runs Python 3.12 (cp312, x86-64 manylinux) with
+# The target GPU machine (an offline H200 box; any machine without network alike) runs Python 3.12 (cp312, x86-64 manylinux) with
 # torch 2.11, triton 3.6, numpy 2.5 and a long list of packages, and reaches no registry. Of what this
 # project needs there, it has: numpy, safetensors 0.8.0, pillow, rich, matplotlib, nvidia-ml-py (pynvml),
 # scipy, huggingface-hub 1.33.0, pytest, hypothesis, pytest-benchmark, pytest-xdist, pytest-timeout, attrs,
@@ -35,7 +35,7 @@ PINS=(
   "referencing==0.37.0"
   "rpds-py==2026.9.1"
 )
-# What the GPU machine already has (KINDS.md's package list, normalised names), for the needs check below.
+# What the target GPU machine (Python 3.12, torch 2.11, triton 3.6) already has, normalised names, for the needs check below.
 ON_MACHINE="attrs typing-extensions huggingface-hub safetensors numpy pillow regex requests filelock zipp
 packaging rich matplotlib scipy pytest hypothesis pytest-benchmark nvidia-ml-py torch triton"
 # Declared needs that are never imported there: diffusers imports importlib_metadata only on Python < 3.8.
