@@ -80,7 +80,7 @@ def test_report_shows_the_ratio_table(tmp_path, capsys):
                           "--pipelines", "reference", "--device", "cpu", "--iters", "1", "--train-batch-size", "2"])
     text = capsys.readouterr().out
     assert code == 0
-    assert "K=32 over K=256" in text and "12.8x (2815.2/219.7)" in text
+    assert "K=32 over K=256" in text and "12.8x" in text and "training 2815.2 / 219.7" in text
     assert "pair K=32/K=256: K=256 training reference" in text
 
 
@@ -117,3 +117,18 @@ def test_usage_errors_are_one_line_exit_2(args, piece):
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert piece in lines[0]
+
+
+def test_tables_fit_80_columns_with_whole_values(sweep_run):
+    import io
+
+    from rich.console import Console
+
+    from titok_bench.harness import report
+
+    _, payload, _ = sweep_run
+    console = Console(width=80, record=True, file=io.StringIO())
+    report.print_tokens_report(console, payload, notes=[])
+    lines = console.export_text().splitlines()
+    assert max(map(len, lines)) <= 80 and not any("\u2026" in line for line in lines), lines
+    assert any(" 256 " in line and "training" in line for line in lines)

@@ -45,7 +45,7 @@ def _row(md: str, *cells) -> str:
 
 
 def test_tables_carry_the_committed_figures_and_provenance(at_root, capsys):
-    assert len(FILES) == 4
+    assert len(FILES) == 5
     status, md, _ = _run(FILES, capsys)
     assert status == 0
     for path in FILES:
@@ -61,6 +61,9 @@ def test_tables_carry_the_committed_figures_and_provenance(at_root, capsys):
     low = _row(md, "fast_default_dtype_temperature0", "ok")                          # parity_l32_b8.json (v1)
     assert "token_agreement 99.6%" in low and "rows_identical 87.5%" in low
     assert "psnr_db_same_tokens_median 36.3 dB" in low
+    tokens = json.loads(Path(f"{CPU}/tokens.json").read_text())                       # tokens.json: the ratios
+    for t in tokens["token_ratios"]:
+        assert rr.num(t["samples_per_s_small"]) in md and rr.num(t["samples_per_s_large"]) in md
     sampling = json.loads(Path(f"{CPU}/sampling_l32.json").read_text())
     ref = next(r for r in sampling["results"] if r["pipeline"] == "reference")
     assert f"| {rr.num(ref['latency_ms']['p50_ms'])} |" in _row(md, "TiTok-L-32", "reference", "float32", "1",

@@ -99,14 +99,17 @@ def git_sha() -> str | None:
         return None
 
 
+CODE_PATHS = ("titok", "kernels", "bench", "setup.py", "pyproject.toml")   # what a figure depends on (not docs)
+
+
 def git_dirty() -> bool | None:
-    """True when this checkout's tracked files differ from `git_sha`'s commit (the figures come from
-    uncommitted code), False when they do not, None when unknown ($TITOK_GIT_SHA given, or no git)."""
+    """True when this checkout's tracked code (`CODE_PATHS`) differs from `git_sha`'s commit (the figures come
+    from uncommitted code), False when it does not, None when unknown ($TITOK_GIT_SHA given, or no git)."""
     if os.environ.get(GIT_SHA_VARIABLE, "").strip():
         return None
     try:
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS], cwd=root,
                              capture_output=True, text=True, timeout=10)
         return bool(out.stdout.strip()) if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):

@@ -263,13 +263,7 @@ def measure_group(jobs: list[Job], models_of: dict, settings: Settings, monitor,
             except Exception as exc:  # noqa: BLE001 - a harness records the failure and goes on
                 job.fail(exc, device)
         window, start = CpuWindow.start(device), monitor.mark()
-        for _ in range(settings.iters):
-            for job in [j for j in jobs if j.ok]:
-                try:
-                    job.records.append(watch.run(job.chain))
-                except Exception as exc:  # noqa: BLE001
-                    job.fail(exc, device)
-        watch.sync()
+        run_interleaved(jobs, settings.iters, watch, device, lambda job: job.chain)
         usage, nvml = window.stop(), monitor.summary(start, monitor.mark())
         for job in [j for j in jobs if j.ok]:
             try:
@@ -281,6 +275,18 @@ def measure_group(jobs: list[Job], models_of: dict, settings: Settings, monitor,
         job.runner = job.chain = job.records = None
     free_device_memory(device)
     return [j.row for j in jobs]
+
+
+def run_interleaved(jobs: list, iters: int, watch: Stopwatch, device, chain_of: Callable) -> None:
+    """The timed loop: `iters` rounds over the jobs still ok (A B C A B C ...), each round's record appended to
+    the job's `records`; a job that raises is failed (`job.fail(exc, device)`) and leaves the later rounds."""
+    for _ in range(iters):
+        for job in [j for j in jobs if j.ok]:
+            try:
+                job.records.append(watch.run(chain_of(job)))
+            except Exception as exc:  # noqa: BLE001 - a harness records the failure and goes on
+                job.fail(exc, device)
+    watch.sync()
 
 
 def add_speedups(rows: list[dict], is_baseline: Callable[[dict], bool]) -> None:

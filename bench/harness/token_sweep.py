@@ -26,7 +26,8 @@ from typing import Callable
 import torch
 
 from titok_bench.harness.env import CpuWindow, busy_warnings, free_device_memory
-from titok_bench.harness.measure import Job, Settings, dtype_name, empty_row, fail_row, measure_group
+from titok_bench.harness.measure import (Job, Settings, dtype_name, empty_row, fail_row, measure_group,
+                                         run_interleaved)
 from titok_bench.harness.memory import peak_alloc_bytes
 from titok_bench.harness.models import ModelSpec, _pipeline_runner, _titok_models, class_ids
 from titok_bench.harness.timing import Stopwatch, pair_ratios, summarize_ms
@@ -166,13 +167,7 @@ def measure_training(cases: list[tuple[int, str]], scale: str, batch: int, setti
         except Exception as exc:  # noqa: BLE001 - a harness records the failure and goes on
             job.fail(exc, device)
     window, start = CpuWindow.start(device), monitor.mark()
-    for _ in range(settings.iters):
-        for job in [j for j in jobs if j.ok]:
-            try:
-                job.records.append(watch.run([job.run]))
-            except Exception as exc:  # noqa: BLE001
-                job.fail(exc, device)
-    watch.sync()
+    run_interleaved(jobs, settings.iters, watch, device, lambda job: [job.run])
     usage, nvml = window.stop(), monitor.summary(start, monitor.mark())
     for job in [j for j in jobs if j.ok]:
         _finish_training(job, watch, batch, usage, nvml)
