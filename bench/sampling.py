@@ -178,37 +178,6 @@ def _model_groups(args, on_gpu: bool, batch_sizes, notes) -> list:
              lambda r: r["pipeline"] == "reference") for b in batch_sizes]
 
 
-def _sweep_plan(args, on_gpu: bool, batch_sizes, notes) -> token_sweep.SweepPlan:
-    """--compare tokens: the K values, tasks, pipelines and batches (UsageError on a bad value)."""
-    counts = cli.parse_sizes(args.token_counts, "--token-counts") if args.token_counts else \
-        list(token_sweep.TOKEN_COUNTS)
-    tasks = cli.parse_list(args.tasks, "--tasks") if args.tasks else list(token_sweep.TASKS)
-    for t in tasks:
-        cli.check_choice(t, token_sweep.TASKS, "--tasks")
-    pipelines = cli.parse_list(args.pipelines or "reference,fast", "--pipelines")
-    for m in pipelines:
-        cli.check_choice(m, ("reference", "fast"), "--pipelines (with --compare tokens)")
-    if len(batch_sizes) != 1:
-        raise cli.UsageError("--compare tokens takes one sampling batch size (--batch-sizes N)")
-    train_batch = args.train_batch_size if args.train_batch_size is not None else (64 if on_gpu else 4)
-    if train_batch < 1:
-        raise cli.UsageError("--train-batch-size must be >= 1")
-    if args.checkpoint_dir:
-        raise cli.UsageError("--compare tokens runs random weights (no released model has K = 16..256 at TiTok-B); "
-                             "drop --checkpoint-dir")
-    if args.dtype != "auto":
-        raise cli.UsageError("--compare tokens runs each pipeline in its own dtype (reference fp32, fast bf16 "
-                             "where the device has it); drop --dtype")
-    missing = [k for k in token_sweep.RATIO_KS if k not in counts]
-    if missing:
-        notes.append(f"--token-counts has no {' or '.join(map(str, missing))}: no K=32 / K=256 ratio.")
-    if not on_gpu:
-        notes.append("CPU: small batches and few iterations; the paper's figures are A100 samples/s/gpu, only the "
-                     "K=32 / K=256 ratios compare.")
-    return token_sweep.SweepPlan(counts, tasks, pipelines, batch_sizes[0], train_batch,
-                                 TOKEN_COMPARES[args.compare])
-
-
 def make_plan(args) -> Plan:
     """Everything the run needs, checked before any work (UsageError otherwise)."""
     device = parse_device(args.device)
@@ -238,7 +207,7 @@ def make_plan(args) -> Plan:
             raise cli.UsageError("--plot needs matplotlib (pip install matplotlib)") from None
     sweep = None
     if args.compare in TOKEN_COMPARES:
-        sweep, groups, protocols = _sweep_plan(args, on_gpu, batch_sizes, notes), [], []
+        sweep, groups, protocols = token_sweep.plan_from_args(args, on_gpu, batch_sizes, notes, TOKEN_COMPARES), [], []
     elif args.compare:
         groups, protocols = _compare_groups(args, on_gpu, batch_sizes, notes)
     else:

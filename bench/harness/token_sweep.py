@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from titok_bench.harness import cli
 from titok_bench.harness.env import CpuWindow, busy_warnings, free_device_memory
 from titok_bench.harness.measure import (Job, Settings, dtype_name, empty_row, fail_row, measure_group,
                                          run_interleaved)
@@ -231,6 +232,38 @@ class SweepPlan:
     sampling_batch: int
     training_batch: int
     scale: str = "paper"
+
+
+def plan_from_args(args, on_gpu: bool, batch_sizes, notes: list, compares: dict) -> SweepPlan:
+    """`bench/sampling.py --compare tokens`'s options -> the sweep (cli.UsageError on a bad value); `compares` maps
+    the --compare name to the sweep scale."""
+    counts = cli.parse_sizes(args.token_counts, "--token-counts") if args.token_counts else \
+        list(TOKEN_COUNTS)
+    tasks = cli.parse_list(args.tasks, "--tasks") if args.tasks else list(TASKS)
+    for t in tasks:
+        cli.check_choice(t, TASKS, "--tasks")
+    pipelines = cli.parse_list(args.pipelines or "reference,fast", "--pipelines")
+    for m in pipelines:
+        cli.check_choice(m, ("reference", "fast"), "--pipelines (with --compare tokens)")
+    if len(batch_sizes) != 1:
+        raise cli.UsageError("--compare tokens takes one sampling batch size (--batch-sizes N)")
+    train_batch = args.train_batch_size if args.train_batch_size is not None else (64 if on_gpu else 4)
+    if train_batch < 1:
+        raise cli.UsageError("--train-batch-size must be >= 1")
+    if args.checkpoint_dir:
+        raise cli.UsageError("--compare tokens runs random weights (no released model has K = 16..256 at TiTok-B); "
+                             "drop --checkpoint-dir")
+    if args.dtype != "auto":
+        raise cli.UsageError("--compare tokens runs each pipeline in its own dtype (reference fp32, fast bf16 "
+                             "where the device has it); drop --dtype")
+    missing = [k for k in RATIO_KS if k not in counts]
+    if missing:
+        notes.append(f"--token-counts has no {' or '.join(map(str, missing))}: no K=32 / K=256 ratio.")
+    if not on_gpu:
+        notes.append("CPU: small batches and few iterations; the paper's figures are A100 samples/s/gpu, only the "
+                     "K=32 / K=256 ratios compare.")
+    return SweepPlan(counts, tasks, pipelines, batch_sizes[0], train_batch,
+                                 compares[args.compare])
 
 
 def run_sweep(sweep: SweepPlan, settings: Settings, monitor, say: Callable[[str], None]) -> tuple[list, list, bool]:
