@@ -141,7 +141,7 @@ class VQGANTokenDecoder(nn.Module):
         return 16 * self.grid  # the decoder upsamples 16x
 
     def check_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        from titok.images import check_tokens
+        from titok.checks import check_tokens
 
         return check_tokens(tokens, self.num_tokens, self.codebook_size)
 

@@ -21,7 +21,7 @@ import torch
 
 from titok.configs import SamplerConfig
 from titok.errors import TiTokInputError
-from titok.images import check_images
+from titok.checks import check_images
 from titok.loading import check_compatible
 from titok.runtimes import RUNTIMES, CUDAGraphs, default_dtype
 from titok.sampler import check_class_ids

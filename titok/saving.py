@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from titok.configs import GeneratorConfig, TokenizerConfig, to_official
-from titok.images import _create_temp
+from titok.outputs import create_temp
 
 
 def save_pretrained(model, folder: str | os.PathLike, *, tokenizer_cfg: TokenizerConfig,
@@ -24,7 +24,7 @@ def save_pretrained(model, folder: str | os.PathLike, *, tokenizer_cfg: Tokenize
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     doc = to_official(tokenizer_cfg, generator_cfg)
-    tmp_cfg, tmp_w = _create_temp(folder, "config.json"), _create_temp(folder, "model.safetensors")
+    tmp_cfg, tmp_w = create_temp(folder, "config.json"), create_temp(folder, "model.safetensors")
     try:
         mode = os.stat(tmp_w).st_mode & 0o7777   # 0666 minus the umask
         tmp_cfg.write_text(json.dumps(doc, indent=4))

@@ -12,7 +12,7 @@ from torch import nn
 
 from titok.configs import TokenizerConfig
 from titok.errors import TiTokInputError
-from titok.images import check_images, check_tokens
+from titok.checks import check_images, check_tokens
 from titok.maskgit_vqgan import PixelDecoder, PixelQuantizer
 from titok.quantizer import VectorQuantizer, gaussian_tokens
 from titok.vit import TiTokDecoder, TiTokEncoder

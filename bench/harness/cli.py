@@ -105,7 +105,7 @@ def source_folders() -> list[str]:
 
 
 class Outputs:
-    """A bench tool's output files under the `titok` CLI's rules (`titok.images.OutputFiles`), all checked
+    """A bench tool's output files under the `titok` CLI's rules (`titok.outputs.OutputFiles`), all checked
     before any work: an existing file is replaced only with `overwrite`; an output is never a file the run
     reads (an input file, anything inside an input folder or this project's code), with or without
     `overwrite`; a path that is a folder, lies under a file or in a folder that cannot be written is
@@ -114,7 +114,7 @@ class Outputs:
     (`titok_bench.harness.results`). Errors are TiTokInputError: one line, exit status 2 (`run_tool`)."""
 
     def __init__(self, overwrite: bool = False, inputs=()):
-        from titok.images import OutputFiles
+        from titok.outputs import OutputFiles
 
         self.inputs = [os.path.realpath(p) for p in [*inputs, *source_folders()] if p]
         self._files = OutputFiles(overwrite=overwrite)

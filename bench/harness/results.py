@@ -1,7 +1,7 @@
 """Result files: atomic writers, the JSON-Schema blocks every result file shares, validation.
 
 Writers: every file a bench tool writes goes through titok's atomic writers (a temporary name in the
-same folder, then a rename): `write_json` is `titok.images.save_json`; `write_atomic(path, write)`
+same folder, then a rename): `write_json` is `titok.outputs.save_json`; `write_atomic(path, write)`
 runs `write(tmp_path)` (matplotlib's savefig, a text writer, the profiler's trace export) the same
 way. An interrupted run therefore leaves either the previous file or the complete new one.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from titok.images import _atomic_write, save_json
+from titok.outputs import atomic_write, save_json
 
 from titok_bench.harness.nvml import NVML_FIELDS
 
@@ -19,7 +19,7 @@ write_json = save_json
 
 def write_atomic(path, write) -> None:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`."""
-    _atomic_write(Path(path), lambda tmp: write(str(tmp)))
+    atomic_write(Path(path), lambda tmp: write(str(tmp)))
 
 
 def write_text(path, text: str) -> None:

@@ -15,7 +15,7 @@ def write_npz_streaming(path: Path, arrays: list[tuple[str, object, tuple, objec
 
     import numpy as np
 
-    from titok.images import _atomic_write
+    from titok.outputs import atomic_write
 
     def write(tmp):
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -36,7 +36,7 @@ def write_npz_streaming(path: Path, arrays: list[tuple[str, object, tuple, objec
                         written += piece.nbytes
                 if written != expected:
                     raise RuntimeError(f"{name}: wrote {written} bytes, expected {expected}")
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)
 
 
 def assemble(layout: Layout, *, image_shape: tuple, seq_len: int, write_png=None) -> dict:

@@ -77,9 +77,9 @@ def generate_shard(pipe, plan: EvalPlan, seed: int, j: int, *, batch_size: int, 
 def _save_shard(path: Path, images, labels, tokens, start: int) -> None:
     import numpy as np
 
-    from titok.images import _atomic_write
+    from titok.outputs import atomic_write
 
     def write(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, images=images, labels=labels, tokens=tokens, start=np.int64(start))
-    _atomic_write(path, write)
+    atomic_write(path, write)
