@@ -303,10 +303,13 @@ _CONFIG = {"job": "models", "models": ["fake"], "pipelines": ["reference"], "bat
 
 
 def test_out_of_memory_classification():
-    assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory"))
-    assert is_out_of_memory(RuntimeError("CUDA error: out of memory"))
-    assert not is_out_of_memory(RuntimeError("shape mismatch"))
-    assert not is_out_of_memory(ValueError("out of memory"))
+    """One rule for the harness and the `titok` command (titok.errors.is_out_of_memory)."""
+    from titok.cli.options import is_out_of_memory as cli_rule
+
+    cases = {torch.cuda.OutOfMemoryError("CUDA out of memory"): True, RuntimeError("CUDA error: out of memory"): True,
+             MemoryError(): True, RuntimeError("shape mismatch"): False, ValueError("out of memory"): False}
+    for exc, oom in cases.items():
+        assert is_out_of_memory(exc) is oom and cli_rule(exc) is oom, exc
 
 
 def test_maskgit_baseline_is_a_pipeline():

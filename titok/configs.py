@@ -25,6 +25,7 @@ VIT_SIZES = {
 }
 
 GUIDANCE_DECAYS = ("constant", "linear", "power-cosine")
+MODES = ("reference", "compile", "fast")   # the runtimes of titok.pipeline.Pipeline (tests check they agree)
 
 
 @dataclasses.dataclass(frozen=True)

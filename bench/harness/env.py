@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from titok.errors import TiTokInputError
+from titok.errors import is_out_of_memory as _oom_rule
 from titok_bench.harness.cli import UsageError
 
 # Published dense peaks per device family: HBM bandwidth (GB/s), and TFLOP/s by math mode.
@@ -35,20 +37,14 @@ OPTIONAL_PACKAGES = ("diffusers", "nvidia-ml-py", "rich", "matplotlib", "jsonsch
 
 
 def parse_device(text: str) -> torch.device:
-    """`--device`: auto (CUDA if present), cpu, cuda or cuda:N; UsageError for anything else."""
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """`--device`: auto (CUDA if present), cpu, cuda or cuda:N, by the `titok` command's one device parser
+    (`titok.cli.options.device`); UsageError (one line, exit 2) for anything else."""
+    from titok.cli.options import device
+
     try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {text!r}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {text}: no CUDA device is available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s)")
-    return device
+        return device(text)
+    except TiTokInputError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def device_peaks(device: torch.device | str) -> dict | None:
@@ -157,11 +153,8 @@ def environment(device: torch.device | str) -> dict:
 # ---- out-of-memory handling and peak memory -----------------------------------------------------------
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch.cuda.OutOfMemoryError and for RuntimeErrors whose message says 'out of memory'."""
-    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    """The project's one out-of-memory rule (`titok.errors.is_out_of_memory`): an "oom" row, not an error."""
+    return _oom_rule(exc)
 
 
 def free_device_memory(device: torch.device | str) -> None:

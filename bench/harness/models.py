@@ -19,9 +19,11 @@ from typing import Callable
 
 import torch
 
+from titok.configs import MODES  # the one declaration of the pipelines' modes
 from titok_bench.harness.cli import UsageError
 
-MODES = ("reference", "compile", "fast")
+__all__ = ["MODES", "PipelineRunner", "ModelSpec", "SPECS", "COMPARE_SETS", "PUBLIC_MODELS", "PIPELINE_MODELS",
+           "TINY_OF_FAMILY", "class_ids", "checkpoint_paths", "tiny_titok", "weights_of"]
 
 
 class PipelineRunner:

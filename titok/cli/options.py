@@ -14,10 +14,10 @@ import sys
 import threading
 import time
 
+from titok.configs import MODES  # the one declaration of the modes (titok.configs imports no torch)
 from titok.errors import TiTokInputError
 from titok.noise import MAX_STEPS  # the noise counter's step field: the one --steps limit
 
-MODES = ("reference", "compile", "fast")      # titok.pipeline.MODES (importing it would import torch)
 DTYPES = ("float32", "bfloat16", "float16")
 EXIT_ERROR, EXIT_SKIPPED, EXIT_BUG, EXIT_INTERRUPTED = 2, 3, 1, 130
 
@@ -253,7 +253,10 @@ def add_common_options(p, models: list, checkpoint_flag: bool = True) -> None:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or any(c.__name__ == "OutOfMemoryError" for c in type(exc).__mro__)
+    """The project's one out-of-memory rule (`titok.errors.is_out_of_memory`)."""
+    from titok.errors import is_out_of_memory as rule
+
+    return rule(exc)
 
 
 def one_line(exc: BaseException) -> str:
