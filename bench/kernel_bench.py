@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     parser = cli.ArgumentParser(prog="bench/kernel_bench.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", default=",".join(DEFAULT_OPS),
                         help=f"comma-separated subset of {','.join(OPS)} (default {','.join(DEFAULT_OPS)})")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    cli.add_device_flag(parser)
     parser.add_argument("--quick", action="store_true", help="small shapes (the default on CPU)")
     parser.add_argument("--out", help="JSON result file (default: results/<device>/kernels.json under the working "
                         "folder; results/ is ignored by git)")

@@ -313,7 +313,7 @@ def main(argv=None) -> int:
     parser = cli.ArgumentParser(prog="bench/parity.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="titok-l-32", help=f"one of {', '.join(PIPELINE_MODELS)}")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 32 on GPU, 2 on CPU")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    cli.add_device_flag(parser)
     parser.add_argument("--checkpoint-dir", help="folder with the released checkpoints (official Hugging Face "
                         "folders, or tokenizer/ and generator/); default: random weights")
     parser.add_argument("--out", default=None, help="JSON result file (.json), rewritten after every part")

@@ -357,7 +357,7 @@ def build_parser() -> cli.ArgumentParser:
     parser.add_argument("--pipeline", default="fast", choices=("reference", "compile", "fast"))
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on GPU, 1 on CPU")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: the pipeline's own")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    cli.add_device_flag(parser)
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--checkpoint-dir", help="folder with the released checkpoints (official Hugging Face "
                         "folders, or tokenizer/ and generator/); default: random weights")

@@ -81,7 +81,7 @@ def build_parser() -> cli.ArgumentParser:
                    "speed-up bars")
     cli.add_overwrite_flag(p)
     cli.add_thread_flags(p)
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    cli.add_device_flag(p)
     p.add_argument("--compare", metavar="{paper,tokens}", help="'paper': the claims table (TiTok vs MaskGIT vs "
                    "DiT-XL/2, 256 and 512px) on this device; 'tokens': sampling and training throughput against the "
                    "number of tokens K (the paper's Fig. 4d, K=32 vs K=256)")

@@ -158,3 +158,11 @@ def console(wide: bool = False):
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else (200 if wide else 80), highlight=False)
+
+
+def add_device_flag(p) -> None:
+    """`--device`, declared once for the titok command and the bench tools (`titok.cli.options`); parse it with
+    `titok_bench.harness.env.parse_device`."""
+    from titok.cli.options import add_device_option
+
+    add_device_option(p)

@@ -228,6 +228,14 @@ def add_sampler_overrides(p) -> None:
                    help=f"override the number of sampling steps (1..{MAX_STEPS})")
 
 
+DEVICE_HELP = "auto (CUDA if present; the default), cpu, cuda or cuda:N"
+
+
+def add_device_option(p, extra: str = "") -> None:
+    """`--device` (parsed by `device`), the one declaration the titok command and the bench tools share."""
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + extra)
+
+
 def add_common_options(p, models: list, checkpoint_flag: bool = True) -> None:
     """Options every model command takes: model source, device, runtime, precision, batch, overwrite."""
     p.add_argument("--model", choices=models, metavar="MODEL",
@@ -239,7 +247,7 @@ def add_common_options(p, models: list, checkpoint_flag: bool = True) -> None:
                             ".safetensors/.bin file, or a HF repo id in the local cache")
     p.add_argument("--random-weights", action="store_true",
                    help="build the model with random weights (for speed tests; outputs are meaningless)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    add_device_option(p)
     p.add_argument("--mode", choices=MODES, default="reference",
                    help="runtime: reference (the official computation, eager; default), compile "
                         "(torch.compile of it) or fast (fused kernels, batched guidance, CUDA graphs)")
@@ -278,9 +286,7 @@ def add_set_model_options(p, models: list[str], tokenizer_flag: str) -> None:
         p.add_argument("--generator", metavar="SRC", help="generator weights (folder, file or cached repo id)")
     p.add_argument("--random-weights", action="store_true",
                    help="build the models with random weights (for speed tests; outputs are meaningless)")
-    p.add_argument("--device", default="auto",
-                   help="cpu, cuda, cuda:N or auto (default: auto; under torchrun each process takes "
-                        "cuda:LOCAL_RANK)")
+    add_device_option(p, "; under torchrun each process takes cuda:LOCAL_RANK")
     p.add_argument("--mode", choices=MODES, default="fast",
                    help="runtime (default: fast): reference (the official computation, eager), compile "
                         "(torch.compile of it) or fast (fused kernels, batched guidance, prefix precompute)")
