@@ -1,9 +1,11 @@
-"""Checks of the tensors a model is given: images (B, 3, H, W) in [0, 1] at the model's size, token ids in range."""
+"""Checks of what a model is given: images (B, 3, H, W) in [0, 1] at the model's size, token ids in range, class
+ids, per-step noise, and whether a generator fits a token decoder. Every failure is a `TiTokInputError` (or its
+`CheckpointError`) that names what was received."""
 from __future__ import annotations
 
 import torch
 
-from titok.errors import TiTokInputError
+from titok.errors import CheckpointError, TiTokInputError
 
 
 def check_images(images: torch.Tensor, image_size: int) -> torch.Tensor:
@@ -52,3 +54,42 @@ def check_tokens(tokens: torch.Tensor, num_tokens: int, codebook_size: int) -> t
         bad = int(tokens.min()) if int(tokens.min()) < 0 else int(tokens.max())
         raise TiTokInputError(f"token id {bad} is outside the codebook 0..{codebook_size - 1}")
     return tokens.long()
+
+
+def check_class_ids(condition: torch.Tensor, num_classes: int) -> None:
+    """Class ids must be an integer tensor (B,) within [0, num_classes): a clear error otherwise.
+
+    One device-to-host copy for a CUDA tensor (the bounds check), none for a CPU tensor."""
+    if not isinstance(condition, torch.Tensor) or condition.dim() != 1:
+        raise TiTokInputError(f"class ids must be a 1-D tensor, got {getattr(condition, 'shape', type(condition))}")
+    if condition.dtype.is_floating_point or condition.dtype == torch.bool or condition.is_complex():
+        raise TiTokInputError(f"class ids must be integers, got dtype {condition.dtype}")
+    if condition.numel() == 0:
+        raise TiTokInputError("class ids are empty: give at least one class")
+    lo, hi = torch.stack([condition.min(), condition.max()]).tolist()
+    if lo < 0 or hi >= num_classes:
+        bad = lo if lo < 0 else hi
+        raise TiTokInputError(f"class id {bad} is outside 0..{num_classes - 1}")
+
+
+def check_noise(noise, steps: int, batch: int, seq_len: int, vocab: int) -> None:
+    """Given noise must hold one (sample (B, K, V), confidence (B, K)) pair per sampling step."""
+    if len(noise) != steps:
+        raise TiTokInputError(f"noise has {len(noise)} steps, the sampler runs {steps}")
+    for u_sample, u_conf in noise:
+        if tuple(u_sample.shape) != (batch, seq_len, vocab) or tuple(u_conf.shape) != (batch, seq_len):
+            raise TiTokInputError(f"noise shapes {tuple(u_sample.shape)}, {tuple(u_conf.shape)} do not match "
+                                  f"({batch}, {seq_len}, {vocab}) and ({batch}, {seq_len})")
+
+
+def check_compatible(decoder, generator) -> None:
+    """A generator fits a token decoder (a TiTok tokenizer, or the MaskGIT-VQGAN for the baseline) when its
+    token count and codebook size are the decoder's."""
+    g = generator.cfg
+    codebook = decoder.codebook_size
+    if not codebook:
+        raise CheckpointError("this tokenizer has continuous (VAE) tokens; the MaskGIT generators need a "
+                              "discrete-token tokenizer")
+    if g.image_seq_len != decoder.num_tokens or g.codebook_size != codebook:
+        raise CheckpointError(f"generator ({g.image_seq_len} tokens, codebook {g.codebook_size}) does not fit the "
+                              f"tokenizer ({decoder.num_tokens} tokens, codebook {codebook})")

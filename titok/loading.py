@@ -28,6 +28,7 @@ from torch import nn
 from titok.configs import (GeneratorConfig, TokenizerConfig, VARIANTS,
                            generator_config_from_official, get_variant,
                            tokenizer_config_from_official)
+from titok.checks import check_compatible  # noqa: F401 - re-exported: titok.loading.check_compatible
 from titok.errors import CheckpointError, RandomWeightsWarning
 from titok.saving import save_pretrained  # noqa: F401 - re-exported: titok.loading.save_pretrained
 from titok.generator import build_generator
@@ -351,16 +352,3 @@ def load_generator(src: str | os.PathLike | None = None, variant: str | None = N
     model = build_generator_model(cfg, "meta")
     load_strict(model, state, part="generator", label=str(weights))
     return _finish(model, device, dtype)
-
-
-def check_compatible(decoder, generator: nn.Module) -> None:
-    """A generator fits a token decoder (a TiTok tokenizer, or the MaskGIT-VQGAN for the baseline) when its
-    token count and codebook size are the decoder's."""
-    g = generator.cfg
-    codebook = decoder.codebook_size
-    if not codebook:
-        raise CheckpointError("this tokenizer has continuous (VAE) tokens; the MaskGIT generators need a "
-                              "discrete-token tokenizer")
-    if g.image_seq_len != decoder.num_tokens or g.codebook_size != codebook:
-        raise CheckpointError(f"generator ({g.image_seq_len} tokens, codebook {g.codebook_size}) does not fit the "
-                              f"tokenizer ({decoder.num_tokens} tokens, codebook {codebook})")

@@ -19,13 +19,11 @@ import dataclasses
 
 import torch
 
+from titok.checks import check_class_ids, check_compatible, check_images
 from titok.configs import SamplerConfig
 from titok.errors import TiTokInputError
-from titok.checks import check_images
-from titok.loading import check_compatible
-from titok.runtimes import RUNTIMES, CUDAGraphs, default_dtype
-from titok.sampler import check_class_ids
 from titok.noise import chunk_seeds, draw_noise  # noqa: F401 - draw_noise: the parity noise, re-exported
+from titok.runtimes import RUNTIMES, CUDAGraphs, default_dtype
 from titok.scheduler import MaskGITScheduler
 
 MODES = tuple(RUNTIMES)

@@ -9,28 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from titok.checks import check_class_ids  # re-exported: the class-id check lives in titok.checks
 from titok.configs import SamplerConfig
-from titok.errors import TiTokInputError
 from titok.runtimes import EagerRuntime
 from titok.scheduler import MaskGITScheduler, sampling_schedule
 
 __all__ = ["check_class_ids", "generate", "sampling_schedule"]
-
-
-def check_class_ids(condition: torch.Tensor, num_classes: int) -> None:
-    """Class ids must be an integer tensor (B,) within [0, num_classes): a clear error otherwise.
-
-    One device-to-host copy for a CUDA tensor (the bounds check), none for a CPU tensor."""
-    if not isinstance(condition, torch.Tensor) or condition.dim() != 1:
-        raise TiTokInputError(f"class ids must be a 1-D tensor, got {getattr(condition, 'shape', type(condition))}")
-    if condition.dtype.is_floating_point or condition.dtype == torch.bool or condition.is_complex():
-        raise TiTokInputError(f"class ids must be integers, got dtype {condition.dtype}")
-    if condition.numel() == 0:
-        raise TiTokInputError("class ids are empty: give at least one class")
-    lo, hi = torch.stack([condition.min(), condition.max()]).tolist()
-    if lo < 0 or hi >= num_classes:
-        bad = lo if lo < 0 else hi
-        raise TiTokInputError(f"class id {bad} is outside 0..{num_classes - 1}")
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from titok.configs import GUIDANCE_DECAYS, SamplerConfig
-from titok.errors import TiTokInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,11 +126,7 @@ class MaskGITScheduler:
         return maskgit_step(cond, uncond, ids, **args, **draw)
 
     def check_noise(self, noise, batch: int, vocab: int) -> None:
-        """Given noise must hold one (sample (B, K, V), confidence (B, K)) pair per step."""
-        if len(noise) != len(self.steps):
-            raise TiTokInputError(f"noise has {len(noise)} steps, the sampler runs {len(self.steps)}")
-        k = self.seq_len
-        for u_sample, u_conf in noise:
-            if tuple(u_sample.shape) != (batch, k, vocab) or tuple(u_conf.shape) != (batch, k):
-                raise TiTokInputError(f"noise shapes {tuple(u_sample.shape)}, {tuple(u_conf.shape)} do not match "
-                                      f"({batch}, {k}, {vocab}) and ({batch}, {k})")
+        """Given noise must hold one (sample (B, K, V), confidence (B, K)) pair per step (`titok.checks`)."""
+        from titok.checks import check_noise
+
+        check_noise(noise, len(self.steps), batch, self.seq_len, vocab)

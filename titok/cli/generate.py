@@ -10,7 +10,7 @@ def cmd_generate(args) -> int:
     import torch
 
     from titok.images import MAX_IMAGE_PIXELS, OutputFiles, grid_layout, image_format, place_in_grid, to_uint8
-    from titok.sampler import check_class_ids
+    from titok.checks import check_class_ids
 
     device = options.device(args.device)
     outputs = OutputFiles(overwrite=args.overwrite)
