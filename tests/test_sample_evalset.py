@@ -362,3 +362,27 @@ def test_steps_limit_is_the_noise_counter_s(models, tmp_path, capsys):
     assert helps["generate"] == helps["sample"] and "(1..1024)" in helps["sample"]
     assert main(_sample_args(models, tmp_path / "x", "--steps", "1025")) == 2
     assert "outside 1..1024" in capsys.readouterr().err
+
+
+# ---- the library: a run from Python ------------------------------------------------------------------------
+
+def test_a_run_from_python_gives_the_command_lines_bytes(models, tmp_path, capsys):
+    from titok.evalset import SampleSettings, run_sample
+
+    assert main(_sample_args(models, tmp_path / "cli", "--no-png")) == 0
+    settings = SampleSettings(out=tmp_path / "lib", tokenizer=str(models / "tok"), generator=str(models / "gen"),
+                              num_per_class=PER_CLASS, shard_size=4, decode_batch_size=4, device="cpu",
+                              dtype="float32", no_png=True)
+    assert run_sample(settings) == 0
+    for name in ("samples.npz", "tokens.npy"):
+        assert _digest(tmp_path / "lib" / name) == _digest(tmp_path / "cli" / name), name
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("field, value", [("num_per_class", 0), ("mode", "turbo"), ("dtype", "fp8"), ("seed", -1),
+                                          ("steps", 2000), ("guidance_scale", float("nan")), ("batch_size", 1.5)])
+def test_bad_settings_name_the_field(field, value):
+    from titok.evalset import SampleSettings
+
+    with pytest.raises(TiTokInputError, match=field):
+        SampleSettings(out="x", **{field: value})

@@ -39,4 +39,9 @@ def add_parser(sub, models: list[str]) -> None:
     options.add_sampler_overrides(p)
     p.add_argument("--no-png", action="store_true", help="write no per-sample PNGs (only the .npz)")
     p.add_argument("--keep-shards", action="store_true", help="keep shards/ after samples.npz is written")
-    p.set_defaults(func=evalset.run_sample)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """The command: its flags as `titok.evalset.SampleSettings`, then `titok.evalset.run_sample`."""
+    return evalset.run_sample(evalset.SampleSettings.from_namespace(args))

@@ -43,10 +43,11 @@ from titok.evalset.dist import DistContext, init_distributed
 from titok.evalset.manifest import pixel_dependencies, prepare_output, read_manifest, settings_differences, weights_digest
 from titok.evalset.plan import DEFAULT_DECODE_BATCH, DEFAULT_SHARD, FORMAT, TEST_EXIT_ENV, EvalPlan, Layout, parse_classes
 from titok.evalset.run import run_sample
+from titok.evalset.settings import SampleSettings
 from titok.evalset.shards import decode_fixed, generate_shard
 from titok.noise import MAX_STEPS
 
 __all__ = ["DEFAULT_DECODE_BATCH", "DEFAULT_SHARD", "FORMAT", "MAX_STEPS", "TEST_EXIT_ENV", "DistContext", "EvalPlan",
-           "Layout", "assemble", "decode_fixed", "generate_shard", "init_distributed", "parse_classes",
+           "Layout", "SampleSettings", "assemble", "decode_fixed", "generate_shard", "init_distributed", "parse_classes",
            "pixel_dependencies", "prepare_output", "read_manifest", "read_npz_header", "run_sample",
            "settings_differences", "weights_digest", "write_npz_streaming"]

@@ -18,8 +18,9 @@ from titok.evalset.shards import _save_shard, generate_shard
 from titok.noise import MAX_ELEMENTS, MAX_INDEX, MAX_STEPS, NOISE_SCHEME
 
 
-def run_sample(args) -> int:
-    """The `titok sample` command (see the module docstring)."""
+def run_sample(request) -> int:
+    """Make (or resume) the evaluation set `request` (a `SampleSettings`) asks for: the `titok sample` command,
+    callable from Python; returns the exit status (0 done, 130 interrupted); bad input raises TiTokInputError."""
     import signal
 
     ctx = None
@@ -29,8 +30,8 @@ def run_sample(args) -> int:
             def on_term(signum, frame):  # torchrun stops the other ranks with SIGTERM: clean up, then exit
                 raise SystemExit(128 + signum)
             previous = signal.signal(signal.SIGTERM, on_term)
-        ctx, device = init_distributed(args.device)
-        return _sample(args, ctx, device)
+        ctx, device = init_distributed(request.device)
+        return _sample(request, ctx, device)
     except TiTokInputError:
         if ctx is not None and ctx.rank != 0:
             raise SystemExit(2)  # rank 0 says it; the others exit quietly
@@ -53,7 +54,7 @@ def _is_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _sample(args, ctx: DistContext, device) -> int:
+def _sample(request, ctx: DistContext, device) -> int:
     """One rank's part of `titok sample`: agree on the work left, make my shards, rank 0 assembles."""
     import warnings
     from concurrent.futures import ThreadPoolExecutor
@@ -65,10 +66,10 @@ def _sample(args, ctx: DistContext, device) -> int:
         warnings.simplefilter("ignore")  # one voice: rank 0's
     # The output folder first: a finished run of the same command, or other settings, are answered before any
     # model loads (a model load takes tens of seconds); the full comparison follows once the models are loaded.
-    verdict = ctx.broadcast(_early_verdict(args, device) if ctx.rank == 0 else None)
+    verdict = ctx.broadcast(_early_verdict(request, device) if ctx.rank == 0 else None)
     if verdict is None:
-        job = _build_job(args, device)
-        verdict = ctx.broadcast(_verdict(job, args) if ctx.rank == 0 else None)
+        job = _build_job(request, device)
+        verdict = ctx.broadcast(_verdict(job, request) if ctx.rank == 0 else None)
     status, message, pending, settings = verdict
     if status == "error":
         raise TiTokInputError(message)
@@ -81,9 +82,9 @@ def _sample(args, ctx: DistContext, device) -> int:
     reporter = Reporter(ctx, plan.num_samples, done_before, _console_if_main(ctx))
     t_gen = time.perf_counter()
     # PNG encoding overlaps the generation; on a CPU device it competes with it for the cores: one thread.
-    pool = ThreadPoolExecutor(max_workers=4 if device.type == "cuda" else 1) if not args.no_png else None
+    pool = ThreadPoolExecutor(max_workers=4 if device.type == "cuda" else 1) if not request.no_png else None
     try:
-        _make_shards(job, args, ctx, pending[ctx.rank::ctx.world_size], reporter, pool)
+        _make_shards(job, request, ctx, pending[ctx.rank::ctx.world_size], reporter, pool)
         if ctx.rank != 0:
             return 0
         _wait_for_shards(job, ctx, pending, done_before, reporter)
@@ -97,7 +98,7 @@ def _sample(args, ctx: DistContext, device) -> int:
             pool.shutdown(wait=True)
     run = _run_record(job, ctx, device, plan.num_samples - done_before, done_before,
                       t_start, t_gen, t_assemble, time.perf_counter())
-    _finish(job, args, ctx, settings, written, run)
+    _finish(job, request, ctx, settings, written, run)
     return 0
 
 
@@ -114,13 +115,13 @@ class _Job:
     batch_size: int
 
 
-def _build_job(args, device) -> _Job:
+def _build_job(request, device) -> _Job:
     """Load the models, build the pipeline and the plan; every input error before any work."""
     from titok.cli import options
 
-    tok, gen, pipe = options.load_generation(args, device)
-    classes = parse_classes(args.classes, gen.cfg.num_classes)
-    plan = EvalPlan(tuple(classes), args.num_per_class, args.shard_size)
+    tok, gen, pipe = options.load_generation(request, device)
+    classes = parse_classes(request.classes, gen.cfg.num_classes)
+    plan = EvalPlan(tuple(classes), request.num_per_class, request.shard_size)
     if plan.num_samples >= MAX_INDEX:
         raise TiTokInputError(f"{plan.num_samples} samples: at most {MAX_INDEX - 1} per run")
     if gen.cfg.image_seq_len * gen.cfg.codebook_size >= MAX_ELEMENTS:
@@ -128,11 +129,11 @@ def _build_job(args, device) -> _Job:
     if len(pipe.scheduler) > MAX_STEPS:  # steps 0..MAX_STEPS-1: the counter's step field
         raise TiTokInputError(f"{len(pipe.scheduler)} sampling steps: titok sample takes at most {MAX_STEPS} "
                               "(--steps)")
-    batch_size = args.batch_size or (64 if device.type == "cuda" else 8)
-    return _Job(tok, gen, pipe, plan, Layout(Path(args.out), plan, gen.cfg.num_classes), classes, batch_size)
+    batch_size = request.batch_size or (64 if device.type == "cuda" else 8)
+    return _Job(tok, gen, pipe, plan, Layout(Path(request.out), plan, gen.cfg.num_classes), classes, batch_size)
 
 
-def _verdict(job: _Job, args):
+def _verdict(job: _Job, request):
     """Rank 0: (status, message, pending shards, settings) of the output folder against these settings."""
     tok, gen, pipe, plan, layout = job.tok, job.gen, job.pipe, job.plan, job.layout
     settings = {
@@ -141,13 +142,13 @@ def _verdict(job: _Job, args):
         "sampler": dataclasses.asdict(pipe.sampler),
         "classes": _compact_ranges(job.classes), "num_per_class": plan.num_per_class,
         "num_samples": plan.num_samples, "order": "sample i has class classes[i % len(classes)]",
-        "seed": args.seed, "noise": NOISE_SCHEME, "mode": pipe.mode,
+        "seed": request.seed, "noise": NOISE_SCHEME, "mode": pipe.mode,
         "dtype": str(pipe.dtype).replace("torch.", ""), "device_type": pipe.device.type,
         "compute": "one intra-op thread per work item" if pipe.device.type == "cpu" else "device default",
-        "decode_batch_size": args.decode_batch_size, "shard_size": plan.shard_size,
-        "image_size": tok.image_size, "png": not args.no_png,
+        "decode_batch_size": request.decode_batch_size, "shard_size": plan.shard_size,
+        "image_size": tok.image_size, "png": not request.no_png,
     }
-    status, message = prepare_output(layout, settings, _sources(args))
+    status, message = prepare_output(layout, settings, _sources(request))
     pending = []
     if status in ("new", "resume"):
         _remove_stale_temporaries(layout)
@@ -162,25 +163,25 @@ def _complete(layout: Layout, num_samples: int) -> str:
     return f"{layout.out} is complete ({num_samples} samples in {layout.npz})"
 
 
-def _sources(args) -> dict:
+def _sources(request) -> dict:
     """Where the weights come from (recorded in the manifest): the sources as given and, under "files", [path,
     size, mtime_ns] of each file they resolve to now (None when one cannot be resolved)."""
     from titok.loading import source_files
 
     files = []
     try:
-        for src in (getattr(args, "tokenizer", None), args.generator):
+        for src in (getattr(request, "tokenizer", None), request.generator):
             if src is not None:
                 for path in source_files(src):
                     st = path.stat()
                     files.append([str(path), st.st_size, st.st_mtime_ns])
     except (TiTokInputError, OSError):
         files = None
-    return {"tokenizer": getattr(args, "tokenizer", None), "generator": args.generator,
-            "variant": args.model, "random_weights": bool(args.random_weights), "files": files}
+    return {"tokenizer": getattr(request, "tokenizer", None), "generator": request.generator,
+            "variant": request.model, "random_weights": bool(request.random_weights), "files": files}
 
 
-def _early_verdict(args, device):
+def _early_verdict(request, device):
     """Rank 0, before any model loads: the verdict (as `_verdict`'s) when the output folder answers alone:
     ("error", ...) when a setting the command line fixes differs from the manifest's (seed, classes, sizes,
     mode, dtype, device type, sampler overrides, ...) or the manifest cannot be resumed; ("complete", ...)
@@ -188,7 +189,7 @@ def _early_verdict(args, device):
     None otherwise (no manifest, a resume, changed files): `_verdict` decides once the models are loaded."""
     from titok.runtimes import default_dtype
 
-    out = Path(args.out)
+    out = Path(request.out)
     manifest = out / "manifest.json"  # Layout.manifest (a Layout needs the classes, which need the manifest)
     if not manifest.is_file():
         return None
@@ -198,27 +199,27 @@ def _early_verdict(args, device):
     old_settings = _flatten(old["settings"])
     try:
         num_classes = int(old_settings["model.generator_config.num_classes"])
-        classes = parse_classes(args.classes, num_classes)
+        classes = parse_classes(request.classes, num_classes)
     except (TiTokInputError, KeyError, TypeError, ValueError):
         return None  # the full path names the error
-    layout = Layout(out, EvalPlan(tuple(classes), args.num_per_class, args.shard_size), num_classes)
-    dtype = args.dtype or str(default_dtype(args.mode, device)[0]).replace("torch.", "")
+    layout = Layout(out, EvalPlan(tuple(classes), request.num_per_class, request.shard_size), num_classes)
+    dtype = request.dtype or str(default_dtype(request.mode, device)[0]).replace("torch.", "")
     here = {
-        "classes": _compact_ranges(classes), "num_per_class": args.num_per_class,
-        "num_samples": len(classes) * args.num_per_class, "order": "sample i has class classes[i % len(classes)]",
-        "seed": args.seed, "noise": NOISE_SCHEME, "mode": args.mode, "dtype": dtype, "device_type": device.type,
+        "classes": _compact_ranges(classes), "num_per_class": request.num_per_class,
+        "num_samples": len(classes) * request.num_per_class, "order": "sample i has class classes[i % len(classes)]",
+        "seed": request.seed, "noise": NOISE_SCHEME, "mode": request.mode, "dtype": dtype, "device_type": device.type,
         "compute": "one intra-op thread per work item" if device.type == "cpu" else "device default",
-        "decode_batch_size": args.decode_batch_size, "shard_size": args.shard_size, "png": not args.no_png,
+        "decode_batch_size": request.decode_batch_size, "shard_size": request.shard_size, "png": not request.no_png,
     }
-    for key, value in (("guidance_scale", args.guidance_scale), ("randomize_temperature", args.temperature),
-                       ("num_steps", args.steps)):
+    for key, value in (("guidance_scale", request.guidance_scale), ("randomize_temperature", request.temperature),
+                       ("num_steps", request.steps)):
         if value is not None:
             here[f"sampler.{key}"] = value
     here = json.loads(json.dumps(here))
     diffs = settings_differences({k: old_settings.get(k, "<unset>") for k in here}, here)
     if diffs:
         return "error", _other_settings(out, diffs), [], None
-    sources = json.loads(json.dumps(_sources(args)))
+    sources = json.loads(json.dumps(_sources(request)))
     if layout.npz.is_file() and sources["files"] is not None and old.get("sources") == sources:
         return "complete", _complete(layout, layout.plan.num_samples), [], old["settings"]
     return None
@@ -230,7 +231,7 @@ def _console_if_main(ctx):
     return options.console(stderr=True) if ctx.rank == 0 else None
 
 
-def _make_shards(job: _Job, args, ctx, mine: list, reporter, pool) -> None:
+def _make_shards(job: _Job, request, ctx, mine: list, reporter, pool) -> None:
     """Generate and save this rank's shards (PNGs written by the pool as they come)."""
     import torch
 
@@ -246,9 +247,9 @@ def _make_shards(job: _Job, args, ctx, mine: list, reporter, pool) -> None:
     with torch.no_grad():
         for count, j in enumerate(mine, 1):
             images, labels, tokens = generate_shard(
-                job.pipe, job.plan, args.seed, j, batch_size=job.batch_size, decode_batch=args.decode_batch_size,
+                job.pipe, job.plan, request.seed, j, batch_size=job.batch_size, decode_batch=request.decode_batch_size,
                 on_done=reporter.advance, write_png=write_png if pool else None,
-                check=lambda x: options.check_finite(x, "pixels", args))
+                check=lambda x: options.check_finite(x, "pixels", request))
             for f in futures:
                 f.result()
             futures.clear()
@@ -285,7 +286,7 @@ def _run_record(job: _Job, ctx, device, made: int, done_before: int, t_start, t_
     }
 
 
-def _finish(job: _Job, args, ctx, settings: dict, written: dict, run: dict) -> None:
+def _finish(job: _Job, request, ctx, settings: dict, written: dict, run: dict) -> None:
     """Rank 0: the summary beside the outputs, shards removed (unless kept), one closing line."""
     from titok.cli import options
     from titok.images import save_json
@@ -299,7 +300,7 @@ def _finish(job: _Job, args, ctx, settings: dict, written: dict, run: dict) -> N
             previous_runs = []
     save_json(layout.summary, {"samples": plan.num_samples, **written, "last_run": run,
                                "runs": previous_runs + [run], "settings": settings})
-    if not args.keep_shards:
+    if not request.keep_shards:
         import shutil
 
         shutil.rmtree(layout.shards, ignore_errors=True)
@@ -307,7 +308,7 @@ def _finish(job: _Job, args, ctx, settings: dict, written: dict, run: dict) -> N
     rate = f"{run['samples_per_s']:.3g} samples/s ({run['samples_per_s_per_device']:.3g} per device x " \
            f"{ctx.world_size})" if run["samples_per_s"] else "no new samples"
     options.console().print(f"{plan.num_samples} samples ({len(job.classes)} classes x {plan.num_per_class}, seed "
-                     f"{args.seed}, {job.pipe.mode} {settings['dtype']}, {len(job.pipe.scheduler)} steps) -> "
+                     f"{request.seed}, {job.pipe.mode} {settings['dtype']}, {len(job.pipe.scheduler)} steps) -> "
                      f"{layout.npz} {shape} uint8\n{run['samples_made']} made in this run: {rate}; summary in "
                      f"{layout.summary}", markup=False, soft_wrap=True)
 
