@@ -43,3 +43,11 @@ def assert_twice_torch_max_error(out, torch_lowp, ref64, eps, what="kernel"):
     torch_err = (torch_lowp.double() - ref64).abs().max().item()
     assert_within_twice_torch_error(err, torch_err, eps, what)
     return err, torch_err
+
+
+def assert_compiles_cleanly(report, name: str) -> None:
+    """An ahead-of-time compile report (`titok_kernels.aot`): no spills to the stack, shared memory within the
+    chip's limit, at most 255 registers a thread."""
+    assert report.stack_bytes == 0, f"{name} spills: {report}"
+    assert report.shared_bytes <= report.shared_limit, f"{name} shared memory: {report}"
+    assert 0 < report.registers <= 255, f"{name} registers: {report}"

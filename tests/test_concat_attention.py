@@ -21,7 +21,7 @@ import warnings
 
 import pytest
 import torch
-from kernel_utils import HAS_CUDA, INTERPRET, TRITON_DEVICE, assert_twice_torch_max_error, needs_triton
+from kernel_utils import HAS_CUDA, INTERPRET, TRITON_DEVICE, assert_compiles_cleanly, assert_twice_torch_max_error, needs_triton
 from shapes import CONCAT_ATTENTION
 
 import titok_kernels
@@ -428,8 +428,7 @@ def test_aot_every_kept_config_compiles_without_spills(aot_reports, name):
     r = aot_reports[name]
     print(f"{name}: REG {r.registers} STACK {r.stack_bytes} SHARED {r.shared_bytes}/{r.shared_limit}")
     assert r.specialized
-    assert r.stack_bytes == 0, f"{name} spills: {r}"
-    assert r.shared_bytes <= r.shared_limit, f"{name} shared memory: {r}"
+    assert_compiles_cleanly(r, name)
 
 
 # ------------------------------------------------------------------------------------------

@@ -139,3 +139,12 @@ class MicroRun:
                 free_device_memory(self.device)
             return [error_row(identity, exc)]
         return out if isinstance(out, list) else [out]
+
+    def per_case(self, op: str, dtype, shapes, case_rows: Callable[[str, dict], list[dict]]) -> list[dict]:
+        """The rows of every (case, shape) of `shapes` (an op's `bench/ops/cases.py` list): `case_rows(case,
+        shape)` for each, guarded, so that a failing case gives one error row ("all" providers) and the other
+        cases still run."""
+        rows = []
+        for case, shape in shapes:
+            rows += self.guarded(ident(op, "all", case, shape, dtype), lambda: case_rows(case, shape))
+        return rows

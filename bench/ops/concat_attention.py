@@ -145,10 +145,7 @@ def run(device, *, quick: bool = False, micro: MicroRun | None = None) -> list[d
     micro = micro or MicroRun.create(device, quick)
     quick = micro.settings.quick
     dtype = torch.float32 if quick else torch.bfloat16
-    rows = []
-    for case, shape in cases(OP, quick):
-        rows += micro.guarded(ident(OP, "all", case, shape, dtype), lambda: _case_rows(micro, case, shape, dtype))
-    return rows
+    return micro.per_case(OP, dtype, cases(OP, quick), lambda case, shape: _case_rows(micro, case, shape, dtype))
 
 
 if __name__ == "__main__":

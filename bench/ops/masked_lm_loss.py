@@ -88,10 +88,7 @@ def run(device, *, quick: bool = False, micro: MicroRun | None = None) -> list[d
     reports); the graph timing captures the whole step, backward included."""
     micro = micro or MicroRun.create(device, quick)
     dtype = torch.bfloat16 if micro.device.type == "cuda" else torch.float32
-    rows = []
-    for case, shape in cases(OP, quick):
-        rows += micro.guarded(ident(OP, "all", case, shape, dtype), lambda: _case_rows(micro, case, shape, dtype))
-    return rows
+    return micro.per_case(OP, dtype, cases(OP, quick), lambda case, shape: _case_rows(micro, case, shape, dtype))
 
 
 def main(argv=None) -> int:

@@ -57,7 +57,4 @@ def run(device, *, quick: bool = False, micro: MicroRun | None = None) -> list[d
     """One row per (case, provider); a failing case or provider gives an error row, the others still run."""
     micro = micro or MicroRun.create(device, quick)
     dtype = torch.float32
-    rows = []
-    for case, shape in cases(OP, micro.settings.quick):
-        rows += micro.guarded(ident(OP, "all", case, shape, dtype), lambda: _case_rows(micro, case, shape, dtype))
-    return rows
+    return micro.per_case(OP, dtype, cases(OP, micro.settings.quick), lambda case, shape: _case_rows(micro, case, shape, dtype))
