@@ -123,3 +123,22 @@ def test_gpu_ceilings_are_plausible_against_the_datasheet():
         for key, rate in rates.items():
             assert rate <= 1.1 * peaks["tflops"][key], (key, rate, peaks)
         assert got["copy"]["gbps"] <= 1.1 * peaks["bandwidth_gbps"], (got["copy"], peaks)
+
+
+def test_fitted_n_grows_from_the_probe_while_the_next_size_fits_the_budget():
+    rate = lambda gflops: (lambda size: 2 * size ** 3 / (gflops * 1e9))   # noqa: E731 - seconds of one call
+    assert C.fitted_n(2048, rate(100.0), 1.0) == 2048       # 2048^3 at 100 GFLOP/s: 0.17 s
+    assert C.fitted_n(2048, rate(0.3), 1.0) == 512          # emulated bf16: 512^3 0.9 s, 1024^3 7 s
+    assert C.fitted_n(2048, rate(0.01), 1.0) == 256         # never below the probe size
+    probed = []
+    C.fitted_n(2048, lambda size: probed.append(size) or 1e-6, 1.0)
+    assert probed == [256, 512, 1024]                       # the asked size itself is not probed
+
+
+def test_an_emulated_dtype_is_measured_at_a_smaller_size_and_says_so(monkeypatch):
+    monkeypatch.setattr(C, "_probe_seconds", lambda device, dtype, n: (0.1 if dtype == torch.bfloat16 else 1e-4)
+                        * (n / 256) ** 3)
+    got = C.measure_ceilings("cpu", sizes={**SMALL, "matmul_n": 1024, "budget_s": 0.9})
+    bf16, fp32 = got["matmul"]["bf16"], got["matmul"]["fp32"]
+    assert bf16["n"] == 512 and bf16["n_asked"] == 1024 and "probe" in bf16["n_reason"] and bf16["tflops"] > 0
+    assert fp32["n"] == 1024 and "n_asked" not in fp32

@@ -15,6 +15,9 @@ datasheet bandwidth counts).
   CUDA-core rate), a 1 GiB copy; about 0.1 s of GPU work plus warm-up on an H100 / H200.
 - CPU: the CPU's own fp32 and bf16 matmul rate at N = 2048 (about 1 s on 2 cores: fp32 ran at ~87 and
   bf16 at ~360 GFLOP/s on a 2-core AVX-512-BF16 EPYC) and a 256 MiB memory copy, labelled `device_type: cpu`.
+  Where a dtype is emulated (bf16 on an AVX2-only CPU ran at 0.3 GFLOP/s: one 2048^3 call would take a
+  minute), probe calls from 256^3 up, doubling while the next size is estimated within the budget, choose N;
+  the entry then records `n_asked` and `n_reason` beside the `n` it measured.
 
 `ceilings(device)` measures once per process and device (later calls return the cached result);
 `measure_ceilings` always measures. A measurement that fails (out of memory, an unsupported dtype) is
@@ -104,9 +107,43 @@ def _error(exc: BaseException) -> dict:
     return {"error": f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"}
 
 
+PROBE_N = 256  # the CPU probe's matmul size (below it a rate says little)
+
+
+def fitted_n(n: int, seconds_at: Callable[[int], float], call_budget_s: float, probe_n: int = PROBE_N) -> int:
+    """The matmul size to measure, at most `n`: probe sizes probe_n, 2 probe_n, ... (`seconds_at(size)`: one
+    call's seconds) while the next size is estimated (cubic scaling from the last probe) within
+    `call_budget_s`; the first size estimated over it stops the growth. A native dtype reaches `n`."""
+    size, seconds = probe_n, seconds_at(probe_n)
+    while size < n and seconds * 8 <= call_budget_s:
+        size *= 2
+        if size >= n:
+            return n
+        seconds = seconds_at(size)
+    return min(size, n)
+
+
+def _probe_seconds(device: torch.device, dtype: torch.dtype, n: int) -> float:
+    """One untimed warm call, then one timed call of an n x n matmul in `dtype` on the CPU."""
+    a = torch.randn(n, n, device=device).to(dtype)
+    c = torch.empty(n, n, device=device, dtype=dtype)
+    torch.matmul(a, a, out=c)
+    t0 = time.perf_counter()
+    torch.matmul(a, a, out=c)
+    return time.perf_counter() - t0
+
+
 def _matmul(device: torch.device, dtype: torch.dtype, tf32: bool, n: int, reps: int, budget_s: float,
             timer) -> dict:
+    asked, fitted_note = n, {}
     try:
+        if device.type == "cpu" and n > PROBE_N:
+            # A CPU without native units for a dtype emulates it (bf16 on an AVX2-only CPU: ~0.3 GFLOP/s,
+            # 500x below fp32): shrink N until one call is estimated within the budget.
+            n = fitted_n(n, lambda size: _probe_seconds(device, dtype, size), budget_s)
+            if n != asked:
+                fitted_note = {"n_asked": asked, "n_reason": f"a {2 * n}^3 call was estimated over {budget_s:g} s "
+                               f"from a {n}^3 probe call"}
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
         c = torch.empty(n, n, device=device, dtype=dtype)
@@ -119,8 +156,8 @@ def _matmul(device: torch.device, dtype: torch.dtype, tf32: bool, n: int, reps: 
         if device.type == "cuda":
             torch.cuda.empty_cache()
     p50 = _median(times)
-    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "tf32": tf32, "reps": len(times), "p50_ms": p50,
-            "min_ms": min(times), "tflops": 2 * n ** 3 / (p50 / 1e3) / 1e12}
+    return {"n": n, **fitted_note, "dtype": str(dtype).replace("torch.", ""), "tf32": tf32, "reps": len(times),
+            "p50_ms": p50, "min_ms": min(times), "tflops": 2 * n ** 3 / (p50 / 1e3) / 1e12}
 
 
 def _copy(device: torch.device, nbytes: int, reps: int, budget_s: float, timer) -> dict:

@@ -80,7 +80,10 @@ CEILINGS_SCHEMA = {
         "matmul": {"type": "object", "description": "math-mode key (bf16, fp16, tf32, fp32) -> measurement",
                    "additionalProperties": {**_CEILING_ENTRY, "properties": {
                        **_CEILING_ENTRY["properties"], "n": {"type": "integer"}, "dtype": {"type": "string"},
-                       "tf32": {"type": "boolean"}, "tflops": {"type": "number"}}, "required": ["n", "dtype"]}},
+                       "tf32": {"type": "boolean"}, "tflops": {"type": "number"},
+                       "n_asked": {"type": "integer", "description": "the size asked for, where the CPU's probe "
+                                   "found one call of it over the budget (an emulated dtype) and N was halved"},
+                       "n_reason": {"type": "string"}}, "required": ["n", "dtype"]}},
         "copy": {**_CEILING_ENTRY, "properties": {**_CEILING_ENTRY["properties"], "bytes": {"type": "integer"},
                                                   "counted": {"type": "string"}, "gbps": {"type": "number"}},
                  "required": ["bytes"]},
