@@ -45,6 +45,9 @@ SCHEMA = "titok-kernels/profile/v1"
 PROJECT_OPS = ("titok::nearest_code", "titok::maskgit_step", "titok::concat_attention")
 # Leaf compute ops whose FLOPs torch.profiler counts (with_flops): the large GEMMs and convolutions.
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::conv2d")
+# Compute ops whose FLOPs the profiler does not count: computed here from their input shapes (_op_flops).
+# mkldnn::_linear_pointwise is the fast runtime's bf16 linear layer on a CPU (titok.cpu_linear).
+SHAPE_FLOPS_OPS = PROJECT_OPS + ("mkldnn::_linear_pointwise",)
 
 
 PROFILED_WHY = ("a CUDA graph replay dispatches no operators: torch.profiler would record no operator events "
@@ -130,6 +133,9 @@ def _op_flops(name: str, shapes) -> int | None:
             return 4 * b * length * length * (three_w // 3)
         if name == "titok::maskgit_step":
             return None  # memory-bound: judged by bytes moved
+        if name == "mkldnn::_linear_pointwise":  # x (..., K), packed weight (N, K)
+            (*rows, k), (n, _) = shapes[0], shapes[1]
+            return 2 * math.prod(rows) * k * n
     except (TypeError, ValueError, IndexError):
         return None
     return None
@@ -141,7 +147,9 @@ def _roofline_row(evt, name: str, cuda: bool, dtype: torch.dtype, peaks: dict | 
                      getattr(evt, "device_time_total", 0.0) or getattr(evt, "cuda_time_total", 0.0))
     if total_us <= 0 or evt.count == 0:
         return None
-    flops = _op_flops(name, evt.input_shapes) if name in PROJECT_OPS else (evt.flops or None)
+    # The profiler's evt.flops is the SUM over the entry's calls (FunctionEventAvg adds them up): per call here.
+    flops = _op_flops(name, evt.input_shapes) if name in SHAPE_FLOPS_OPS else \
+        (evt.flops / evt.count if evt.flops else None)
     nbytes = _tensor_bytes(evt.input_shapes, torch.empty((), dtype=dtype).element_size())
     seconds = total_us * 1e-6
     tflops = flops * evt.count / seconds / 1e12 if flops else None
@@ -184,7 +192,7 @@ def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tu
                                         "triton": name in kernel_names or name.startswith("triton_")})
         row["calls"] += evt.count
         row["total_us"] += _event_time_us(evt, cuda)
-        if name in PROJECT_OPS or name in GEMM_OPS:
+        if name in SHAPE_FLOPS_OPS or name in GEMM_OPS:
             entry = _roofline_row(evt, name, cuda, pipe.dtype, peaks)
             if entry is not None:
                 roofline.append(entry)

@@ -3,8 +3,10 @@ writes its JSON, bench/parity.py shows progress and refuses a bad model in one l
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,6 +31,9 @@ def test_profile_report_has_every_section(tmp_path):
     assert any(k["name"] == "titok::maskgit_step" and k["project_kernel"] for k in report["top_kernels"])
     gemms = [r for r in report["roofline"] if r["name"] in ("aten::addmm", "aten::mm", "aten::conv2d")]
     assert gemms and all(r["flops_per_call"] > 0 and r["tflops"] > 0 for r in gemms)
+    # The roofline's FLOPs add up to no more than the generation's own (they were counted calls^2 times once).
+    counted = sum(r["flops_per_call"] * r["calls"] for r in report["roofline"] if r["flops_per_call"])
+    assert 0 < counted <= 1.05 * report["end_to_end"]["gflop_per_image"] * 1e9
     assert report["telemetry"] is None                                    # no NVML on CPU
     assert report["end_to_end"]["samples_per_s"] > 0
     # No CUDA graph on CPU: the timed pipeline is the profiled one, and the report says so.
@@ -90,7 +95,9 @@ def test_profile_of_a_graph_pipeline_profiles_an_eager_copy(monkeypatch):
     assert report["end_to_end"]["eager"]["p50_ms"] > 0 and report["end_to_end"]["eager"]["samples_per_s"] > 0
     assert report["profiled"]["cuda_graph"] is False and report["profiled"]["eager_copy"] is True
     assert "dispatches no operators" in report["profiled"]["why"]
-    assert report["roofline"] and any(r["name"] in ("aten::addmm", "aten::mm") for r in report["roofline"])
+    # bf16 on a CPU runs its linear layers as mkldnn::_linear_pointwise (titok.cpu_linear), fp32 as addmm
+    assert report["roofline"] and any(r["name"] in ("aten::addmm", "aten::mm", "mkldnn::_linear_pointwise")
+                                      for r in report["roofline"])
     assert any(k["name"] == "titok::maskgit_step" for k in report["top_kernels"])
     md = profiling.to_markdown(report)
     assert "CUDA graph replay: " in md and "Eager, without the CUDA graph (the profiled mode): " in md
@@ -152,3 +159,16 @@ def test_gpu_check_dry_run_lists_every_step(tmp_path):
                   "bench/profiling.py", "bench/parity.py"):
         assert piece in proc.stdout, piece
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+@pytest.mark.parametrize("name, shapes, per_call, total_flops", [
+    ("aten::mm", [[64, 32], [32, 16]], 2 * 64 * 32 * 16, 3 * 2 * 64 * 32 * 16),  # the profiler sums calls
+    ("mkldnn::_linear_pointwise", [[4, 33, 768], [3072, 768], [3072]], 2 * 132 * 768 * 3072, 0),
+])
+def test_roofline_row_counts_flops_per_call(name, shapes, per_call, total_flops):
+    from titok_bench.profiling import _roofline_row
+
+    evt = types.SimpleNamespace(cpu_time_total=3000.0, count=3, flops=total_flops, input_shapes=shapes)
+    row = _roofline_row(evt, name, False, torch.bfloat16, None)
+    assert row["flops_per_call"] == per_call
+    assert row["tflops"] == pytest.approx(3 * per_call / 3e-3 / 1e12)

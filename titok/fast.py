@@ -27,6 +27,11 @@ modules are left as they were (the reference path and its goldens do not change)
 `generator_logits` is the generator's `logits` with its head on contiguous rows: the
 reference slices `hidden[:, 1:]` before the head, which `F.linear` runs on CPU as a
 bmm over a batch-expanded copy of the head's weight.
+
+On a CPU in bf16 the ViT blocks' linear layers run `titok.cpu_linear.linear` (weights packed
+once for oneDNN) and attention (ViT blocks, MaskGIT-ViT generator) is computed in fp32
+(`attention_dtype`): both measured faster there (docs/benchmarks.md, "CPU fast path"). In fp32,
+and on CUDA, both are the plain ops: fp32 `fast` stays bit-equal to the reference in tokens.
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ import threading
 import torch
 import torch.nn.functional as F
 
+from titok.cpu_linear import linear
 from titok.maskgit_vqgan import Conv2dSame, PixelDecoder, ResnetBlock
 from titok_kernels.concat_attention import concat_attention
 
@@ -64,13 +70,43 @@ class PrefixCache:
             return self._value
 
 
+def attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the fast paths compute attention in: fp32 for bf16 activations on a CPU (PyTorch's CPU flash
+    attention runs faster in fp32 than in bf16 there, docs/benchmarks.md, and rounds less), else x's own."""
+    return torch.float32 if x.device.type == "cpu" and x.dtype == torch.bfloat16 else x.dtype
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """F.scaled_dot_product_attention computed in `attention_dtype(q)`, returned in q's dtype."""
+    dtype = attention_dtype(q)
+    if dtype == q.dtype:
+        return F.scaled_dot_product_attention(q, k, v)
+    return F.scaled_dot_product_attention(q.to(dtype), k.to(dtype), v.to(dtype)).to(q.dtype)
+
+
 def _qkv(block, x: torch.Tensor) -> torch.Tensor:
-    return F.linear(block.ln_1(x), block.attn.in_proj_weight, block.attn.in_proj_bias)
+    return linear(block.ln_1(x), block.attn.in_proj_weight, block.attn.in_proj_bias)
+
+
+def _mlp(block, x: torch.Tensor) -> torch.Tensor:
+    """The block's MLP (c_fc, exact GELU, c_proj) through `titok.cpu_linear.linear`."""
+    c_fc, c_proj = block.mlp.c_fc, block.mlp.c_proj
+    return linear(F.gelu(linear(x, c_fc.weight, c_fc.bias)), c_proj.weight, c_proj.bias)
+
+
+def _attend(qkv: torch.Tensor, qkv_shared: torch.Tensor | None, **kwargs) -> torch.Tensor:
+    """concat_attention in `attention_dtype`, the result in qkv's dtype."""
+    dtype = attention_dtype(qkv)
+    if dtype == qkv.dtype:
+        return concat_attention(qkv, qkv_shared, **kwargs)
+    shared = None if qkv_shared is None else qkv_shared.to(dtype)
+    return concat_attention(qkv.to(dtype), shared, **kwargs).to(qkv.dtype)
 
 
 def _finish_block(block, x_rows: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    x_rows = x_rows + block.attn.out_proj(attn)
-    return x_rows + block.mlp(block.ln_2(x_rows))
+    out_proj = block.attn.out_proj
+    x_rows = x_rows + linear(attn, out_proj.weight, out_proj.bias)
+    return x_rows + _mlp(block, block.ln_2(x_rows))
 
 
 def run_blocks(blocks, x_per: torch.Tensor, x_shared: torch.Tensor, qkv_shared: torch.Tensor, *,
@@ -87,12 +123,12 @@ def run_blocks(blocks, x_per: torch.Tensor, x_shared: torch.Tensor, qkv_shared: 
         heads = block.attn.num_heads
         rows = keep if i == last else None
         if i == 0:
-            attn = concat_attention(_qkv(block, x_per), qkv_shared, num_heads=heads, shared_first=shared_first,
-                                    query_rows=rows, backend=backend)
+            attn = _attend(_qkv(block, x_per), qkv_shared, num_heads=heads, shared_first=shared_first,
+                           query_rows=rows, backend=backend)
             parts = [x_shared.expand(n, -1, -1), x_per]
             x = torch.cat(parts if shared_first else parts[::-1], dim=1)
         else:
-            attn = concat_attention(_qkv(block, x), None, num_heads=heads, query_rows=rows, backend=backend)
+            attn = _attend(_qkv(block, x), None, num_heads=heads, query_rows=rows, backend=backend)
         x = _finish_block(block, x if rows is None else x[:, rows[0]:rows[1]], attn)
     return x
 
@@ -150,17 +186,19 @@ def fast_encoder_forward(tokenizer, images: torch.Tensor, cache: PrefixCache, ba
 def generator_logits(gen, input_ids: torch.Tensor, class_tokens: torch.Tensor) -> torch.Tensor:
     """Same output as `gen.logits(input_ids, class_tokens)`; the head runs on the K token rows made contiguous.
 
-    MaskGIT-ViT: lm_head(hidden[:, 1:]); U-ViT: lm_head(norm(hidden)[:, 1:]) = lm_head(norm(hidden[:, 1:]))
-    (LayerNorm is per row). Other generators: their own `logits`.
+    MaskGIT-ViT: lm_head(hidden[:, 1:]), its attention through `sdpa` (fp32 for bf16 on a CPU); U-ViT:
+    lm_head(norm(hidden)[:, 1:]) = lm_head(norm(hidden[:, 1:])) (LayerNorm is per row; its attention is fp32
+    already, as the official). Other generators: their own `logits`.
     """
     from titok.generator import MaskGITViT, UViT
 
     if type(gen) not in (MaskGITViT, UViT):
         return gen.logits(input_ids, class_tokens)
     ids = torch.cat([class_tokens.view(-1, 1), input_ids.view(input_ids.shape[0], -1)], dim=1)
-    rows = gen.hidden_states(ids)[:, 1:]
     if type(gen) is MaskGITViT:
+        rows = gen.hidden_states(ids, attend=sdpa)[:, 1:]
         return gen.model.lm_head(rows.contiguous())
+    rows = gen.hidden_states(ids)[:, 1:]
     return gen.lm_head(gen.norm(rows))
 
 

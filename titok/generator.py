@@ -119,19 +119,20 @@ class MaskGITViT(_Generator):
         x = x + emb.position_embeddings.weight[: ids.shape[1]]
         return emb.LayerNorm(x)
 
-    def layer_forward(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def layer_forward(self, layer: nn.Module, x: torch.Tensor, attend=F.scaled_dot_product_attention) -> torch.Tensor:
+        """One BERT layer; `attend(q, k, v)` is the attention (SDPA; the fast runtime passes its own)."""
         heads = self.cfg.num_heads
         att = layer.attention
         q, k, v = (_split_heads(getattr(att.self, n)(x), heads) for n in ("query", "key", "value"))
-        ctx = _merge_heads(F.scaled_dot_product_attention(q, k, v))
+        ctx = _merge_heads(attend(q, k, v))
         x = att.output.LayerNorm(att.output.dense(ctx) + x)
         h = F.gelu(layer.intermediate.dense(x))
         return layer.output.LayerNorm(layer.output.dense(h) + x)
 
-    def hidden_states(self, ids: torch.Tensor) -> torch.Tensor:
+    def hidden_states(self, ids: torch.Tensor, attend=F.scaled_dot_product_attention) -> torch.Tensor:
         x = self.embed(ids)
         for layer in self.model.encoder.layer:
-            x = self.layer_forward(layer, x)
+            x = self.layer_forward(layer, x, attend)
         return x
 
     def lm_head_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@
   layouts fail on an unbacked batch in torch 2.13): batch 1 and the other sizes compile apart.
 - `FastRuntime` ("fast"): guidance as one generator forward over 2B rows, the fused step op
   (`titok_kernels.maskgit_step`: in-kernel noise from a seed, no host synchronisation in the
-  loop), the prefix precompute with `titok_kernels.concat_attention`, `titok_kernels.nearest_code`.
+  loop), the prefix precompute with `titok_kernels.concat_attention`, `titok_kernels.nearest_code`;
+  on a CPU in bf16, linear layers on packed weights (`titok.cpu_linear`) and attention in fp32.
   The kernels' `auto` backend picks Triton on CUDA and torch on CPU (TITOK_KERNEL_BACKEND=triton
   forces Triton, under TRITON_INTERPRET=1 on CPU).
 
@@ -134,16 +135,21 @@ class FastRuntime(EagerRuntime):
 
     def __init__(self, decoder, generator, scheduler, *, dtype, device):
         super().__init__(decoder, generator, scheduler, dtype=dtype, device=device)
+        from titok.cpu_linear import packed_linears
         from titok.fast import FastDecode, FastEncode
 
         self.fast_decode = FastDecode(decoder, self.device) if decoder is not None else None
         self.fast_encode = FastEncode(decoder) if self.encoder_out is not None else None
+        # On a CPU the generator's nn.Linear layers run titok.cpu_linear.linear (packed bf16 weights; plain
+        # F.linear in fp32): a copy of the module tree over the same parameters.
+        self.network = packed_linears(generator) if generator is not None and self.device.type == "cpu" \
+            else generator
 
     def logits(self, ids, cls, guided):
         """Guidance as ONE forward over 2B rows (cond and dropped-class tokens stacked); no random draw."""
         from titok.fast import generator_logits
 
-        gen = self.generator
+        gen = self.network
         cond_tokens = gen.class_tokens(cls, False)
         if not guided:
             return generator_logits(gen, ids, cond_tokens), None

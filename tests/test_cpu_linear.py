@@ -1,0 +1,166 @@
+"""titok.cpu_linear: bf16 linear layers on packed oneDNN weights, and plain F.linear everywhere else.
+
+Where the packed route applies (CPU, bf16, no autograd, oneDNN bf16 present) its error against an fp64
+product is at most twice F.linear's bf16 error (the project's low-precision bound, eps 0); everywhere else
+`linear` is F.linear itself, checked bit for bit. The bf16 tests need oneDNN's bf16 support on this CPU
+(AVX512-BF16/AMX, or AVX512 on which oneDNN emulates it); they say so when they skip.
+"""
+import gc
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernel_utils import assert_twice_torch_max_error
+from titok import cpu_linear
+from titok.cpu_linear import PACKED_LINEAR_ENV, PackedLinear, linear, packed_linears, packing_applies
+
+needs_onednn_bf16 = pytest.mark.skipif(not cpu_linear.onednn_bf16_available(),
+                                       reason="this CPU/PyTorch build has no oneDNN bf16 matmul")
+
+
+def _case(rows, k, n, *, bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(*rows, k, generator=g)
+    w = torch.randn(n, k, generator=g) / k ** 0.5
+    b = torch.randn(n, generator=g) if bias else None
+    return x, w, b
+
+
+def _bf16(*tensors):
+    return [None if t is None else t.to(torch.bfloat16) for t in tensors]
+
+
+@needs_onednn_bf16
+@pytest.mark.parametrize("rows, k, n, bias", [((264,), 768, 768, True), ((8, 33), 96, 384, True),
+                                              ((1, 1), 64, 32, True), ((2, 17), 128, 64, False)])
+def test_bf16_within_twice_plain_error(rows, k, n, bias):
+    x, w, b = _bf16(*_case(rows, k, n, bias=bias))
+    with torch.no_grad():
+        assert packing_applies(x, w)
+        out = linear(x, w, b)
+        ref = F.linear(x.double(), w.double(), None if b is None else b.double())
+        assert out.shape == ref.shape and out.dtype == torch.bfloat16
+        assert_twice_torch_max_error(out, F.linear(x, w, b), ref, 0.0, "packed linear")
+
+
+@needs_onednn_bf16
+def test_bf16_strided_input_within_bound():
+    """Row slices (the fast decoder's last layer reads x[:, rows]) and column slices."""
+    x, w, b = _bf16(*_case((3, 40), 64, 48))
+    with torch.no_grad():
+        for view in (x[:, 5:30], x[..., ::2][:, 1:]):
+            ww = w if view.shape[-1] == 64 else w[:, :32].contiguous()
+            ref = F.linear(view.double(), ww.double(), b.double())
+            assert_twice_torch_max_error(linear(view, ww, b), F.linear(view.contiguous(), ww, b), ref, 0.0,
+                                         "packed linear, strided input")
+
+
+def test_fp32_and_grad_are_plain_f_linear():
+    x, w, b = _case((5, 7), 32, 16)
+    assert not packing_applies(x, w)
+    assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+    xb, wb, bb = _bf16(x, w, b)
+    wb.requires_grad_(True)
+    assert not packing_applies(xb, wb)  # autograd on: the packed op has no backward
+    out = linear(xb, wb, bb)
+    out.float().sum().backward()
+    assert wb.grad is not None and torch.equal(out, F.linear(xb, wb, bb))
+
+
+def test_env_switch_off_is_plain_f_linear(monkeypatch):
+    monkeypatch.setenv(PACKED_LINEAR_ENV, "0")
+    x, w, b = _bf16(*_case((4, 9), 64, 32))
+    with torch.no_grad():
+        assert not packing_applies(x, w)
+        assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+
+
+@needs_onednn_bf16
+def test_in_place_weight_change_repacks_and_weights_are_not_kept_alive():
+    x, w, b = _bf16(*_case((6,), 64, 32))
+    with torch.no_grad():
+        before = linear(x, w, b)
+        packed = cpu_linear.packed_weight(w)
+        assert cpu_linear.packed_weight(w) is packed  # packed once per weight value
+        w.mul_(-1)
+        after = linear(x, w, b)
+        assert cpu_linear.packed_weight(w) is not packed
+        ref = F.linear(x.double(), w.double(), b.double())
+        assert_twice_torch_max_error(after, F.linear(x, w, b), ref, 0.0, "after an in-place change")
+        assert not torch.equal(before, after)
+    count = len(cpu_linear._packed)
+    del w, packed
+    gc.collect()
+    assert len(cpu_linear._packed) == count - 1
+
+
+@needs_onednn_bf16
+def test_threads_share_one_packed_copy():
+    x, w, b = _bf16(*_case((16,), 128, 64))
+    ref = F.linear(x.double(), w.double(), b.double())
+    plain = F.linear(x, w, b)
+    outs, errors = [], []
+
+    def work():
+        try:
+            with torch.no_grad():
+                outs.append(linear(x, w, b))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(outs) == 4
+    for out in outs:
+        assert_twice_torch_max_error(out, plain, ref, 0.0, "packed linear from a thread")
+
+
+def test_packed_linears_shares_parameters_and_leaves_the_original():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 4), nn.LayerNorm(4))
+    clone = packed_linears(model)
+    assert [type(m) for m in model] == [nn.Linear, nn.GELU, nn.Linear, nn.LayerNorm]
+    assert [type(m) for m in clone] == [PackedLinear, nn.GELU, PackedLinear, nn.LayerNorm]
+    assert all(p is q for p, q in zip(model.parameters(), clone.parameters()))
+    x = torch.randn(3, 8)
+    assert torch.equal(model(x), clone(x))  # fp32: F.linear itself
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # in place: the clone sees it
+    assert torch.equal(model(x), clone(x))
+
+
+@needs_onednn_bf16
+def test_fast_bf16_pipeline_packs_its_linears_and_fp32_packs_none():
+    """The fast runtime on a CPU: bf16 runs the generator's and the ViT decoder's linear layers on packed
+    weights; fp32 packs nothing (F.linear, bit-equal to the reference: tests/test_pipeline.py)."""
+    from conftest import golden_generator, golden_tokenizer
+    from titok.pipeline import Pipeline
+
+    tok, _ = golden_tokenizer("tiny_legacy")
+    gen, sampler, _ = golden_generator("tiny_vit")
+    cls = torch.arange(2)
+    seen = []
+    real = cpu_linear.packed_weight
+
+    def spy(weight):
+        seen.append(weight)
+        return real(weight)
+
+    cpu_linear.packed_weight, saved = spy, cpu_linear.packed_weight
+    try:
+        Pipeline(tok, gen, mode="fast", sampler=sampler, dtype=torch.float32).generate(cls, seed=0)
+        assert seen == []
+        fast = Pipeline(tok, gen, mode="fast", sampler=sampler, dtype=torch.bfloat16)
+        fast.generate(cls, seed=0)
+    finally:
+        cpu_linear.packed_weight = saved
+    ids = {id(w) for w in seen}
+    assert id(fast.generator.model.lm_head.weight) in ids
+    assert id(fast.decoder.decoder.transformer[0].mlp.c_fc.weight) in ids
+    assert id(fast.decoder.decoder.transformer[0].attn.in_proj_weight) in ids
