@@ -17,6 +17,9 @@ so that a change in the machine's speed falls on all three alike:
   eager, torch.no_grad; this project's `reference` (fp32) and `fast` (its default dtype: bf16 on CPUs with
   native bf16 matrix units, else fp32; `dtype_reason` says why) `Pipeline.generate`.
 - encode: the official `TiTok.encode` (fp32) beside `reference` and `fast` `Pipeline.encode`, same images.
+- the machine's matrix rate, in the same round-robin: one N^3 `torch.mm` (N = `--gemm-n`, default 4096) in fp32
+  and in fast's dtype per iteration. Each row's achieved GFLOP/s on the model's FLOPs per sample
+  (`titok.flops`: what `titok info` prints) is shown as a fraction of the GEMM rate of its dtype.
 The weights are RANDOM: drawn once by this project (`load_tokenizer/load_generator(random_weights=True)`) and
 loaded strictly into the official modules (the state-dict keys are the official ones), so every side computes
 with the same weights. The warm-up calls double as a check: with the same seed the official sampler and
@@ -55,6 +58,8 @@ def build_parser() -> cli.ArgumentParser:
     p.add_argument("--official-commit", help="the commit an extract (not a git checkout) was made from, for the "
                    "record")
     p.add_argument("--skip-encode", action="store_true", help="time generate only")
+    p.add_argument("--gemm-n", type=int, default=4096, help="size N of the N^3 matrix products timed beside the "
+                   "pipelines, in fp32 and fast's dtype (default 4096; 0: none)")
     p.add_argument("--out", help="JSON result file (.json)")
     cli.add_overwrite_flag(p)
     return p
@@ -163,6 +168,35 @@ def official_sample(off_gen, off_tok, sampler, labels):
         return tokens, torch.clamp(off_tok.decode_tokens(tokens.view(tokens.shape[0], -1)), 0.0, 1.0)
 
 
+def gemm_fns(n: int, dtypes) -> dict:
+    """{"gemm_<dtype>": one n^3 torch.mm on fixed random operands} for each dtype (none when n == 0)."""
+    import torch
+
+    fns = {}
+    for dtype in dict.fromkeys(dtypes):
+        g = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+        fns[f"gemm_{str(dtype).replace('torch.', '')}"] = lambda a=a, b=b: torch.mm(a, b)
+    return fns if n > 0 else {}
+
+
+def gemm_rates(times: dict, n: int) -> dict:
+    """{dtype name: {"gflops", "n", "calls"}} from the gemm_* entries of interleave's times (median call)."""
+    import statistics
+
+    return {name[len("gemm_"):]: {"gflops": 2 * n ** 3 / statistics.median(secs) / 1e9, "n": n, "calls": len(secs)}
+            for name, secs in times.items() if name.startswith("gemm_")}
+
+
+def add_rates(rows: list[dict], flop_per_sample: float, gemm: dict) -> None:
+    """Each row's GFLOP/s on the model's FLOPs per sample, and its fraction of the GEMM rate of its dtype."""
+    for r in rows:
+        rate = gemm.get(r["dtype"], {}).get("gflops")
+        r["gflop_per_sample"] = flop_per_sample / 1e9
+        r["gflops"] = flop_per_sample * r["samples_per_s"] / 1e9
+        r["fraction_of_gemm"] = r["gflops"] / rate if rate else None
+
+
 def interleave(fns: dict, iters: int) -> dict:
     """Per-iteration seconds of each callable, timed round-robin."""
     times = {name: [] for name in fns}
@@ -193,6 +227,7 @@ def summarise(times: dict, batch: int, dtypes: dict) -> list[dict]:
 def run(args, say) -> tuple[dict, bool]:
     import torch
 
+    from titok.flops import encode_flops, generation_flops
     from titok.pipeline import Pipeline
     from titok_bench.harness.env import CpuWindow, busy_warnings, environment
 
@@ -214,14 +249,20 @@ def run(args, say) -> tuple[dict, bool]:
     same = bool(torch.equal(off_tokens.view(batch, -1), ref_tokens))
     ok &= same
     say(f"check: official and reference sample the same tokens with the same seed: {same}")
+    gemms = gemm_fns(args.gemm_n, (torch.float32, fast.dtype))
+    for fn in gemms.values():
+        fn()  # warm-up
     gen_fns = {"official": lambda: official_sample(off_gen, off_tok, sampler, labels),
                "reference": lambda: ref.generate(labels, seed=0), "fast": lambda: fast.generate(labels, seed=0)}
     window = CpuWindow.start("cpu")
-    times = interleave(gen_fns, args.iters)
+    times = interleave({**gen_fns, **gemms}, args.iters)
     usage = window.stop()
-    result["generate"] = {"rows": summarise(times, batch, dtypes), "cpu_usage": usage,
+    gemm = gemm_rates(times, args.gemm_n)
+    rows = summarise({k: times[k] for k in gen_fns}, batch, dtypes)
+    add_rates(rows, generation_flops(tok.cfg, gen.cfg, sampler)["total"], gemm)
+    result["generate"] = {"rows": rows, "gemm": gemm, "cpu_usage": usage,
                           "warnings": busy_warnings(usage), "official_reference_same_tokens": same}
-    say("generate: " + ", ".join(f"{r['pipeline']} {r['samples_per_s']:.3g}/s" for r in result["generate"]["rows"]))
+    say("generate: " + ", ".join(f"{r['pipeline']} {r['samples_per_s']:.3g}/s" for r in rows))
 
     if not args.skip_encode:
         gen_images = torch.Generator().manual_seed(1)
@@ -236,13 +277,16 @@ def run(args, say) -> tuple[dict, bool]:
         enc_fns = {"official": lambda: off_tok.encode(images), "reference": lambda: ref.encode(images),
                    "fast": lambda: fast.encode(images)}
         window = CpuWindow.start("cpu")
-        times = interleave(enc_fns, args.iters)
+        times = interleave({**enc_fns, **gemms}, args.iters)
         usage = window.stop()
-        result["encode"] = {"rows": summarise(times, batch, dtypes), "cpu_usage": usage,
+        gemm = gemm_rates(times, args.gemm_n)
+        rows = summarise({k: times[k] for k in enc_fns}, batch, dtypes)
+        add_rates(rows, encode_flops(tok.cfg), gemm)
+        result["encode"] = {"rows": rows, "gemm": gemm, "cpu_usage": usage,
                             "warnings": busy_warnings(usage), "official_reference_same_ids": same_ids,
                             "fast_token_agreement_vs_reference": agreement,
                             "images": "uniform random pixels (torch.Generator seed 1)"}
-        say("encode: " + ", ".join(f"{r['pipeline']} {r['samples_per_s']:.3g}/s" for r in result["encode"]["rows"]))
+        say("encode: " + ", ".join(f"{r['pipeline']} {r['samples_per_s']:.3g}/s" for r in rows))
 
     try:
         from importlib.metadata import version
@@ -254,7 +298,7 @@ def run(args, say) -> tuple[dict, bool]:
                           "warmup": 1, "interleaved": True, "official_path": str(Path(args.official).resolve()),
                           "official_commit": official.commit or args.official_commit,
                           "official_transformers": transformers_version,
-                          "fast_dtype": dtypes["fast"], "fast_dtype_reason": fast.dtype_reason,
+                          "fast_dtype": dtypes["fast"], "fast_dtype_reason": fast.dtype_reason, "gemm_n": args.gemm_n,
                           "omp_wait_policy_arg": args.omp_wait_policy, "threads": args.thread_record},
                **result}
     return payload, ok
@@ -284,6 +328,7 @@ def report(payload: dict) -> str:
             lines.append(f"{task:9s}{r['pipeline']:11s}{short.get(r['dtype'], r['dtype']):6s}"
                          f"{r['s_per_batch']:9.2f}{r['samples_per_s']:11.3g}{spread:>15s}"
                          f"{ratio('vs_official'):>13s}{ratio('vs_reference'):>14s}")
+        lines += rate_lines(task, payload[task])
         usage = payload[task]["cpu_usage"]
         lines.append(f"{'':9s}({task}: cpu share {100 * (usage['cpu_share'] or 0):.0f}% of {usage['threads']} threads,"
                      f" load average {usage['load_avg_1m']:.1f} on {usage['cores']} cores)")
@@ -299,10 +344,29 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def rate_lines(task: str, block: dict) -> list[str]:
+    """'<task>: <pipeline> <GFLOP/s> = <x>% of the <dtype> GEMM rate', one line per pipeline, and the rates."""
+    short = {"float32": "fp32", "bfloat16": "bf16"}
+    gemm = block.get("gemm") or {}
+    if not gemm:
+        return []
+    n = next(iter(gemm.values()))["n"]
+    lines = [f"{'':9s}matrix rate in this run ({n}^3 torch.mm, median of {next(iter(gemm.values()))['calls']} "
+             "interleaved calls): " + ", ".join(f"{short.get(k, k)} {v['gflops']:.0f} GFLOP/s" for k, v in gemm.items())]
+    for r in block["rows"]:
+        frac = "" if r["fraction_of_gemm"] is None else \
+            f" = {100 * r['fraction_of_gemm']:.0f}% of the {short.get(r['dtype'], r['dtype'])} rate"
+        lines.append(f"{'':9s}{r['pipeline']}: {r['gflops']:.0f} GFLOP/s on {r['gflop_per_sample']:.0f} GFLOP a "
+                     f"sample{frac}")
+    return lines
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.batch_size < 1 or args.iters < 1 or (args.threads is not None and args.threads < 1):
         raise cli.UsageError("--batch-size, --iters and --threads must be >= 1")
+    if args.gemm_n < 0:
+        raise cli.UsageError("--gemm-n must be >= 0 (0: no matrix-rate measurement)")
     # "inherit" (the old default) is auto: a user's OMP_WAIT_POLICY wins there too
     policy = "auto" if args.omp_wait_policy == "inherit" else args.omp_wait_policy
     try:

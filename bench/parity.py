@@ -321,7 +321,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     cli.check_choice(args.model, PIPELINE_MODELS, "--model")
     device = parse_device(args.device)
-    batch = args.batch_size or (32 if device.type == "cuda" else 2)
+    batch = args.batch_size if args.batch_size is not None else (32 if device.type == "cuda" else 2)
     if batch < 1:
         raise cli.UsageError("--batch-size must be >= 1")
     out = cli.Outputs(args.overwrite, inputs=[args.checkpoint_dir]).file(args.out, "--out")

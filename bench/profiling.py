@@ -381,7 +381,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     cli.check_choice(args.model, MODELS, "--model")
     device = parse_device(args.device)
-    batch = args.batch_size or (64 if device.type == "cuda" else 1)
+    batch = args.batch_size if args.batch_size is not None else (64 if device.type == "cuda" else 1)
     if batch < 1 or args.iters < 1:
         raise cli.UsageError("--batch-size and --iters must be >= 1")
     out_dir = args.out_dir or os.path.join(cli.RESULTS_DIR, device_slug(device))

@@ -172,3 +172,11 @@ def test_roofline_row_counts_flops_per_call(name, shapes, per_call, total_flops)
     row = _roofline_row(evt, name, False, torch.bfloat16, None)
     assert row["flops_per_call"] == per_call
     assert row["tflops"] == pytest.approx(3 * per_call / 3e-3 / 1e12)
+
+
+@pytest.mark.parametrize("tool", ["bench/parity.py", "bench/profiling.py"])
+def test_batch_size_zero_is_refused_before_any_work(tool):
+    """--batch-size 0 was taken as 'not given' (the default batch ran, minutes of work): now a usage error."""
+    proc = _tool(tool, "--batch-size", "0", "--device", "cpu", timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().count("\n") == 0 and "--batch-size" in proc.stderr
