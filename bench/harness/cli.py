@@ -1,49 +1,33 @@
 """What every bench tool's command line shares: errors as one line, exit statuses, argument checks.
 
-Exit statuses: 0 done; 1 a benchmark row failed or an output could not be made; 2 a usage or input
-error (one line on stderr, found before any work); 130 interrupted (Ctrl-C: one line on stderr;
-what was written is complete, never half a file).
+The error layer is the `titok` command's (`titok.cli.options.run_command`; `UsageError`, `Interrupted` and
+the parser are its own, named here for the tools). Exit statuses: 0 done; 1 a benchmark row failed or an
+output could not be made; 2 a usage or input error (one line on stderr, found before any work); 130
+interrupted (Ctrl-C: one line on stderr; what was written is complete, never half a file).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-EXIT_USAGE, EXIT_INTERRUPTED = 2, 130
+from titok.cli import options
+from titok.cli.options import Interrupted, UsageError  # noqa: F401 - the tools raise cli.UsageError, ...
+
+EXIT_USAGE, EXIT_INTERRUPTED = options.EXIT_ERROR, options.EXIT_INTERRUPTED
 
 
-class UsageError(Exception):
-    """A problem with what the user asked for: printed as one line, exit status 2."""
+class ArgumentParser(options.Parser):
+    """The `titok` command's parser (`titok.cli.options.Parser`) with a bench tool's error line: the message
+    alone, which `run_tool` names by the tool (`sampling.py: error: ...`, no `--help` pointer)."""
 
-
-class Interrupted(Exception):
-    """Ctrl-C, after the tool kept (or wrote) its partial results: the message says what was kept."""
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are UsageErrors (one line, no usage dump)."""
-
-    def error(self, message):
-        raise UsageError(message)
+    see_help = False
 
 
 def run_tool(main, argv=None, prog: str | None = None) -> int:
-    """Run a tool's `main(argv) -> status`; map usage errors, input errors and Ctrl-C to one stderr line."""
-    from titok.errors import TiTokInputError
-
-    prog = prog or os.path.basename(sys.argv[0])
-    try:
-        return main(argv)
-    except (UsageError, TiTokInputError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except Interrupted as exc:
-        print(f"{prog}: interrupted: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted (nothing written)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    """Run a tool's `main(argv) -> status` through the CLI's one error layer (`titok.cli.options.run_command`):
+    usage and input errors (text as raised) and Ctrl-C become one stderr line; any other exception keeps its
+    traceback."""
+    return options.run_command(main, argv, prog, flatten=False, bugs=False)
 
 
 def parse_list(text: str, flag: str) -> list[str]:
@@ -163,6 +147,4 @@ def console(wide: bool = False):
 def add_device_flag(p) -> None:
     """`--device`, declared once for the titok command and the bench tools (`titok.cli.options`); parse it with
     `titok_bench.harness.env.parse_device`."""
-    from titok.cli.options import add_device_option
-
-    add_device_option(p)
+    options.add_device_option(p)

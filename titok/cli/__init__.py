@@ -1,7 +1,8 @@
 """The `titok` command: reconstruct, tokenize, generate, sample, decode, info.
 
 Layout: `options` (the shared flags, one device parser, one out-of-memory rule, console and progress, the
-exit statuses), `dispatch` (the parser and the one mapping from errors to exit statuses), one module per
+exit statuses and `run_command`, the one mapping from errors to them, which the bench tools share),
+`dispatch` (the parser), one module per
 command (`images`: reconstruct and tokenize; `generate`; `sample`; `decode`; `info`). The logic of
 `titok sample` is the library `titok.evalset`.
 

@@ -1,13 +1,11 @@
-"""`titok`: the dispatch (one subcommand module each) and the one mapping from errors to exit statuses."""
+"""`titok`: the dispatch (one subcommand module each); errors become exit statuses in `options.run_command`."""
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import warnings
 
 from titok.cli import decode, generate, images, info, options, sample
-from titok.errors import RandomWeightsWarning, TiTokInputError
+from titok.errors import RandomWeightsWarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,40 +25,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except options.UsageError as exc:
-        print(exc, file=sys.stderr)
-        return options.EXIT_ERROR
-    except SystemExit as exc:  # --help, --version
-        return exc.code if isinstance(exc.code, int) else 0
+    """Run `titok ARGV`; the exit status. What goes wrong is one line on stderr (`options.run_command`)."""
+    parser, args = build_parser(), None
 
-    def show(message, category, *rest, **kw):
-        if issubclass(category, RandomWeightsWarning):
-            options.console(stderr=True).print(f"[bold yellow]warning:[/] {message}")
-        else:
-            default_show(message, category, *rest, **kw)
+    def run(argv):
+        nonlocal args
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, --version
+            return exc.code if isinstance(exc.code, int) else 0
 
-    default_show = warnings.showwarning
-    try:
+        def show(message, category, *rest, **kw):
+            if issubclass(category, RandomWeightsWarning):
+                options.console(stderr=True).print(f"[bold yellow]warning:[/] {message}")
+            else:
+                default_show(message, category, *rest, **kw)
+
+        default_show = warnings.showwarning
         with warnings.catch_warnings():
             warnings.simplefilter("always", RandomWeightsWarning)
             warnings.showwarning = show
-            return args.func(args) or 0
-    except TiTokInputError as exc:
-        print(f"titok: error: {options.one_line(exc)}", file=sys.stderr)
-        return options.EXIT_ERROR
-    except KeyboardInterrupt:
-        print("titok: interrupted (nothing written)", file=sys.stderr)
-        return options.EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
-        if os.environ.get("TITOK_TRACEBACK"):
-            raise
-        if options.is_out_of_memory(exc):
-            print(f"titok: error: out of memory (batch size {getattr(args, 'batch_size', '?')}); lower "
-                  "--batch-size (nothing written)", file=sys.stderr)
-            return options.EXIT_ERROR
-        print(f"titok: error: unexpected {type(exc).__name__}: {options.one_line(exc)} (nothing written; this is a bug: "
-              "run with TITOK_TRACEBACK=1 to see where)", file=sys.stderr)
-        return options.EXIT_BUG
+            return args.func(args)
+
+    return options.run_command(run, argv, "titok", batch_size=lambda: getattr(args, "batch_size", "?"))

@@ -2,9 +2,10 @@
 
 One declaration of each flag the commands share (`add_common_options`, `add_set_model_options`,
 `add_sampler_overrides`), one device parser (`device`), one out-of-memory rule (`is_out_of_memory`), one
-error-to-one-line rule (`UsageError` and `Parser` for argparse, `one_line` for messages), the console and the
-progress display (bars on a terminal, a plain line every `PROGRESS_INTERVAL_S` seconds otherwise). The exit
-statuses are `EXIT_*`. Importing this module imports neither torch nor Triton.
+error-to-exit layer for the `titok` command and the bench tools alike (`run_command`: `UsageError` and
+`Interrupted` raised anywhere, `Parser` for argparse, `one_line` for messages), the console and the progress
+display (bars on a terminal, a plain line every `PROGRESS_INTERVAL_S` seconds otherwise). The exit statuses
+are `EXIT_*`. Importing this module imports neither torch nor Triton.
 """
 from __future__ import annotations
 
@@ -35,12 +36,31 @@ EXIT_STATUSES_SKIPPING = ("Exit status: 0 done, 2 error (one line on stderr), 3 
 
 
 class UsageError(Exception):
-    """A command line argparse refuses (printed as one line, exit status 2)."""
+    """A command line (or a value in it) the user got wrong: `run_command` prints `<prog>: error: <message>` as
+    one line on stderr, exit status 2. `prog`: the command that refused it, when that is not the one
+    `run_command` runs (an argparse subcommand: `titok encode`); None: `run_command`'s."""
+
+    def __init__(self, message: str, prog: str | None = None):
+        super().__init__(message)
+        self.prog = prog
+
+
+class Interrupted(Exception):
+    """Ctrl-C, after the command kept (or wrote) its partial results: `run_command` prints
+    `<prog>: interrupted: <message>` (the message says what was kept), exit status 130."""
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, not argparse's usage block
-        raise UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
+    """argparse whose errors are `UsageError`s: one line, not argparse's usage block. With `see_help` (the
+    `titok` command) the line is this parser's own (`titok encode: error: <message> (see `titok encode
+    --help`)`); without it (the bench tools) the message alone, named by `run_command`'s prog."""
+
+    see_help = True
+
+    def error(self, message):
+        if not self.see_help:
+            raise UsageError(message)
+        raise UsageError(f"{message} (see `{self.prog} --help`)", prog=self.prog)
 
 
 def int_in(lo: int, hi: int | None = None):
@@ -270,6 +290,49 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 1000 else text[:1000] + "..."
+
+
+def run_command(main, argv=None, prog: str | None = None, *, flatten: bool = True, bugs: bool = True,
+                batch_size=lambda: "?") -> int:
+    """Run a command's `main(argv) -> status` (None: 0) and map what it raises to one line on stderr and an exit
+    status; the one error-to-exit layer of the `titok` command (`titok.cli.dispatch`) and the bench tools
+    (`titok_bench.harness.cli.run_tool`). `prog` names the command in each line (default: the script's name).
+
+    - `UsageError`, `TiTokInputError`: `<prog>: error: <message>`, EXIT_ERROR (2). A UsageError's text stands as
+      raised (its own `prog` first, when it has one); `flatten`: an input error's text through `one_line`.
+    - `Interrupted`: `<prog>: interrupted: <what was kept>`; KeyboardInterrupt: `<prog>: interrupted (nothing
+      written)`; both EXIT_INTERRUPTED (130).
+    - Anything else, with `bugs` (the `titok` command): out of memory is `<prog>: error: out of memory (batch
+      size <batch_size()>); lower --batch-size (nothing written)`, EXIT_ERROR; any other exception one line
+      that names its type and says it is a bug, EXIT_BUG (1); TITOK_TRACEBACK=1 re-raises it instead. Without
+      `bugs` (the bench tools) it propagates: Python's traceback, exit status 1.
+    SystemExit (argparse's --help and --version) passes through."""
+    import os
+
+    prog = prog or os.path.basename(sys.argv[0])
+
+    def fail(text: str, status: int) -> int:
+        print(text, file=sys.stderr)
+        return status
+
+    try:
+        return main(argv) or 0
+    except UsageError as exc:
+        return fail(f"{exc.prog or prog}: error: {exc}", EXIT_ERROR)
+    except TiTokInputError as exc:
+        return fail(f"{prog}: error: {one_line(exc) if flatten else exc}", EXIT_ERROR)
+    except Interrupted as exc:
+        return fail(f"{prog}: interrupted: {exc}", EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        return fail(f"{prog}: interrupted (nothing written)", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if not bugs or os.environ.get("TITOK_TRACEBACK"):
+            raise
+        if is_out_of_memory(exc):
+            return fail(f"{prog}: error: out of memory (batch size {batch_size()}); lower --batch-size (nothing "
+                        "written)", EXIT_ERROR)
+        return fail(f"{prog}: error: unexpected {type(exc).__name__}: {one_line(exc)} (nothing written; this is a "
+                    "bug: run with TITOK_TRACEBACK=1 to see where)", EXIT_BUG)
 
 
 def add_set_model_options(p, models: list[str], tokenizer_flag: str) -> None:
