@@ -26,7 +26,6 @@ error (one line), 130 interrupted; every file is written whole (temporary name, 
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import warnings
@@ -39,15 +38,10 @@ from titok_bench.harness.models import PIPELINE_MODELS as MODELS
 from titok_bench.harness.models import SPECS
 from titok_bench.harness.nvml import NvmlMonitor
 from titok_bench.harness.results import write_atomic, write_json, write_text
+from titok_bench.harness.roofline import GEMM_OPS, PROJECT_OPS, SHAPE_FLOPS_OPS, roofline_row
 from titok_bench.harness.timing import time_fn
 
 SCHEMA = "titok-kernels/profile/v1"
-PROJECT_OPS = ("titok::nearest_code", "titok::maskgit_step", "titok::concat_attention")
-# Leaf compute ops whose FLOPs torch.profiler counts (with_flops): the large GEMMs and convolutions.
-GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::conv2d")
-# Compute ops whose FLOPs the profiler does not count: computed here from their input shapes (_op_flops).
-# mkldnn::_linear_pointwise is the fast runtime's bf16 linear layer on a CPU (titok.cpu_linear).
-SHAPE_FLOPS_OPS = PROJECT_OPS + ("mkldnn::_linear_pointwise",)
 
 
 PROFILED_WHY = ("a CUDA graph replay dispatches no operators: torch.profiler would record no operator events "
@@ -114,57 +108,6 @@ def _event_time_us(evt, cuda: bool) -> float:
     return float(evt.self_cpu_time_total)
 
 
-def _tensor_bytes(shapes, elem_bytes: int) -> int:
-    """Ideal traffic: every input tensor read once (an estimate: elements x the pipeline dtype's size)."""
-    return sum(math.prod(s) * elem_bytes for s in shapes or []
-               if isinstance(s, (list, tuple)) and s and all(isinstance(x, int) for x in s))
-
-
-def _op_flops(name: str, shapes) -> int | None:
-    """FLOPs of the project's ops from their recorded input shapes (formulas of bench/ops/*.py)."""
-    try:
-        if name == "titok::nearest_code":
-            (m, d), (n, _) = shapes[0], shapes[1]
-            return 2 * m * n * d
-        if name == "titok::concat_attention":
-            b, lp, three_w = shapes[0]
-            ls = shapes[1][0] if len(shapes) > 1 and shapes[1] else 0
-            length = lp + ls
-            return 4 * b * length * length * (three_w // 3)
-        if name == "titok::maskgit_step":
-            return None  # memory-bound: judged by bytes moved
-        if name == "mkldnn::_linear_pointwise":  # x (..., K), packed weight (N, K)
-            (*rows, k), (n, _) = shapes[0], shapes[1]
-            return 2 * math.prod(rows) * k * n
-    except (TypeError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _roofline_row(evt, name: str, cuda: bool, dtype: torch.dtype, peaks: dict | None) -> dict | None:
-    """Achieved TFLOP/s, GB/s, intensity and fraction of peak of one (op, input shapes) profiler entry."""
-    total_us = float(evt.cpu_time_total if not cuda else
-                     getattr(evt, "device_time_total", 0.0) or getattr(evt, "cuda_time_total", 0.0))
-    if total_us <= 0 or evt.count == 0:
-        return None
-    # The profiler's evt.flops is the SUM over the entry's calls (FunctionEventAvg adds them up): per call here.
-    flops = _op_flops(name, evt.input_shapes) if name in SHAPE_FLOPS_OPS else \
-        (evt.flops / evt.count if evt.flops else None)
-    nbytes = _tensor_bytes(evt.input_shapes, torch.empty((), dtype=dtype).element_size())
-    seconds = total_us * 1e-6
-    tflops = flops * evt.count / seconds / 1e12 if flops else None
-    gbps = nbytes * evt.count / seconds / 1e9 if nbytes else None
-    frac = None
-    if peaks is not None:
-        peak_t = peaks["tflops"].get("bf16" if dtype == torch.bfloat16 else "tf32")
-        parts = [x for x in (tflops / peak_t if tflops and peak_t else None,
-                             gbps / peaks["bandwidth_gbps"] if gbps else None) if x is not None]
-        frac = max(parts) if parts else None
-    return {"name": name, "shapes": str(evt.input_shapes), "calls": evt.count, "total_ms": total_us / 1e3,
-            "flops_per_call": flops, "bytes_per_call": nbytes or None, "tflops": tflops, "gbps": gbps,
-            "intensity_flop_per_byte": (flops / nbytes) if flops and nbytes else None, "fraction_of_peak": frac}
-
-
 def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tuple[list[dict], list[dict]]:
     """Run torch.profiler over one end-to-end generation of `pipe` as it is (the caller passes an eager
     pipeline, `eager_pipeline`: see PROFILED_WHY) in one call of the whole batch; return (top ops, roofline rows)."""
@@ -193,7 +136,7 @@ def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tu
         row["calls"] += evt.count
         row["total_us"] += _event_time_us(evt, cuda)
         if name in SHAPE_FLOPS_OPS or name in GEMM_OPS:
-            entry = _roofline_row(evt, name, cuda, pipe.dtype, peaks)
+            entry = roofline_row(evt, name, cuda, pipe.dtype, peaks)
             if entry is not None:
                 roofline.append(entry)
     total = sum(r["total_us"] for r in grouped.values()) or 1.0

@@ -7,9 +7,10 @@
 Reads the JSON files the bench tools write: sampling.py (`titok-kernels/sampling/v1`, `v2`:
 bench/schema_sampling.json; rows, and the claims and token-ratio tables when present),
 kernel_bench.py (`kernels/v1`, `v2`), parity.py (`parity/v1`, `v2`), official_cpu.py
-(`official-cpu/v1`) and profiling.py (`profile/v1`: end to end and stages). Each file gets a line
-with its device, date, command and commit (`environment`), then its tables; figures are printed
-as the file holds them, rounded (`num`: 3 significant digits; percentages to 0.1).
+(`official-cpu/v1`), cpu_ops.py (`cpu-ops/v1`) and profiling.py (`profile/v1`: end to end and
+stages). Each file gets a line with its device, date, command and commit (`environment`), then its
+tables; figures are printed as the file holds them, rounded (`num`: 3 significant digits;
+percentages to 0.1).
 --update replaces the text between `<!-- results:NAME -->` and `<!-- /results:NAME -->` in a
 Markdown file (each marker exactly once, in that order; else refused), written atomically and
 only when it changes (a second run with the same files leaves the file as it is). --out follows
@@ -171,16 +172,47 @@ def parity(payload: dict) -> list[str]:
 
 
 def official_cpu(payload: dict) -> list[str]:
-    config, body = payload["config"], []
-    for task in ("generate", "encode"):
+    """The rows of both tasks (those run); files with the matrix rate (--gemm-n) add GFLOP/s and its fraction."""
+    config, body, rates = payload["config"], [], []
+    tasks = [t for t in ("generate", "encode") if t in payload]
+    with_rates = any(payload[t].get("gemm") for t in tasks)
+    for task in tasks:
         for r in payload[task]["rows"]:
-            body.append([task, r["pipeline"], r["dtype"], num(r["s_per_batch"]), num(r["samples_per_s"]),
-                         span(r["samples_per_s_p20"], r["samples_per_s_p80"]), ratio(r["vs_official"]["p50"]),
-                         ratio(r["vs_reference"]["p50"])])
-    return [f"{config['model']}, batch {config['batch_size']}, {config['iters']} iterations interleaved, official "
-            f"commit {config.get('official_commit') or '-'}", "",
-            *table(["task", "pipeline", "dtype", "s/batch", "samples/s", "p20-p80", "vs official", "vs reference"],
-                   body, {"s/batch", "samples/s", "p20-p80", "vs official", "vs reference"})]
+            row = [task, r["pipeline"], r["dtype"], num(r["s_per_batch"]), num(r["samples_per_s"]),
+                   span(r["samples_per_s_p20"], r["samples_per_s_p80"]), ratio(r["vs_official"]["p50"]),
+                   ratio(r["vs_reference"]["p50"])]
+            body.append(row + ([num(r.get("gflops")), pct(r.get("fraction_of_gemm"))] if with_rates else []))
+        gemm = payload[task].get("gemm") or {}
+        if gemm:
+            rates.append(f"{task}: " + ", ".join(f"{k} {num(v['gflops'])}" for k, v in gemm.items()))
+    headers = ["task", "pipeline", "dtype", "s/batch", "samples/s", "p20-p80", "vs official", "vs reference"]
+    headers += ["GFLOP/s", "of GEMM"] if with_rates else []
+    head = [f"{config['model']}, batch {config['batch_size']}, {config['iters']} iterations interleaved, official "
+            f"commit {config.get('official_commit') or '-'}"]
+    if rates:
+        head.append(f"GEMM rate in the same run ({config.get('gemm_n')}^3 torch.mm, GFLOP/s): " + "; ".join(rates))
+    return [*head, "", *table(headers, body, set(headers[3:]))]
+
+
+def cpu_ops(payload: dict) -> list[str]:
+    config, gemm = payload["config"], payload["gemm"]
+    body = []
+    for r in payload["rows"]:
+        shape = f"{r['m']}x{r['k']}x{r['n']}" if r["kind"] == "linear" else \
+            f"{r['batch']}x{r['heads']}x{r['seq']}x{r['head_dim']}"
+        body.append([r["kind"], r["where"], shape, num(r["plain_gflops"]), num(r["chosen_gflops"]),
+                     ratio((r.get("speedup") or {}).get("p50"))])
+    lines = [f"{config['model']} shapes at batch {config['batch_size']}, bf16, {config['iters']} interleaved calls; "
+             f"bf16 {gemm['n']}^3 torch.mm {num(gemm['gflops'])} GFLOP/s", "",
+             *table(["op", "where", "shape", "plain GFLOP/s", "chosen GFLOP/s", "speed-up"], body,
+                    {"plain GFLOP/s", "chosen GFLOP/s", "speed-up"})]
+    e2e = payload.get("end_to_end")
+    if e2e:
+        s = e2e["speedup"]
+        lines += ["", f"Fast generation end to end ({e2e['dtype']}, batch {e2e['batch_size']}, {s['pairs']} interleaved "
+                      f"pairs): plain linears {num(e2e['plain_gflops'])} GFLOP/s, packed {num(e2e['packed_gflops'])} "
+                      f"GFLOP/s: {ratio(s['p50'])} (p20-p80 {span(s['p20'], s['p80'], ratio)})"]
+    return lines
 
 
 def profile(payload: dict) -> list[str]:
@@ -196,6 +228,7 @@ RENDERERS = {"titok-kernels/sampling/v1": sampling, "titok-kernels/sampling/v2":
              "titok-kernels/kernels/v1": kernels, "titok-kernels/kernels/v2": kernels_v2,
              "titok-kernels/parity/v1": parity,
              "titok-kernels/parity/v2": parity, "titok-kernels/official-cpu/v1": official_cpu,
+             "titok-kernels/cpu-ops/v1": cpu_ops,
              "titok-kernels/profile/v1": profile}
 
 

@@ -37,6 +37,7 @@ def _existing(path: Path) -> tuple[bytes, int]:
     ("bench/kernel_bench.py", ["--device", "cpu", "--ops", "maskgit_step"]),
     ("bench/parity.py", ["--model", "tiny", "--device", "cpu"]),
     ("bench/official_cpu.py", ["--official", "."]),
+    ("bench/cpu_ops.py", []),
 ])
 def test_an_existing_result_file_is_refused_and_unchanged(tool, extra, tmp_path):
     out = tmp_path / "r.json"

@@ -166,10 +166,10 @@ def test_gpu_check_dry_run_lists_every_step(tmp_path):
     ("mkldnn::_linear_pointwise", [[4, 33, 768], [3072, 768], [3072]], 2 * 132 * 768 * 3072, 0),
 ])
 def test_roofline_row_counts_flops_per_call(name, shapes, per_call, total_flops):
-    from titok_bench.profiling import _roofline_row
+    from titok_bench.harness.roofline import roofline_row
 
     evt = types.SimpleNamespace(cpu_time_total=3000.0, count=3, flops=total_flops, input_shapes=shapes)
-    row = _roofline_row(evt, name, False, torch.bfloat16, None)
+    row = roofline_row(evt, name, False, torch.bfloat16, None)
     assert row["flops_per_call"] == per_call
     assert row["tflops"] == pytest.approx(3 * per_call / 3e-3 / 1e12)
 

@@ -161,3 +161,26 @@ def test_kernel_bench_and_parity_v2_files_render(tmp_path, capsys, monkeypatch):
     img = _row(md, "fp32_images", "ok")
     assert f"bound {rr.num(parts['fp32_images']['bound'])}" in img and "within_bound true" in img
     assert torch.backends.cudnn.allow_tf32 is True  # parity restored cuDNN's default
+
+
+ZEN4 = "profiles/cpu-2core-epyc-zen4"
+ZEN4_FILES = sorted(f"{ZEN4}/{p.relative_to(ROOT / ZEN4)}" for p in (ROOT / ZEN4).rglob("*.json"))
+
+
+def test_zen4_block_is_up_to_date_and_carries_the_matrix_rates(at_root, capsys):
+    """official-cpu files with the GEMM rate (and one without encode), cpu-ops files: rendered, and the committed
+    block of that folder's README is their rendering."""
+    status, md, _ = _run(ZEN4_FILES, capsys)
+    assert status == 0
+    b4 = json.loads(Path(f"{ZEN4}/official_cpu_b4.json").read_text())
+    fast = next(r for r in b4["generate"]["rows"] if r["pipeline"] == "fast")
+    row = _row(md, "generate", "fast", "bfloat16", rr.num(fast["s_per_batch"]), rr.num(fast["samples_per_s"]))
+    assert f"| {rr.num(fast['gflops'])} | {rr.pct(fast['fraction_of_gemm'])} |" in row
+    assert f"bfloat16 {rr.num(b4['generate']['gemm']['bfloat16']['gflops'])}" in md
+    ops = json.loads(Path(f"{ZEN4}/cpu_ops_b4.json").read_text())
+    assert f"packed {rr.num(ops['end_to_end']['packed_gflops'])} GFLOP/s" in md
+    doc = Path(ZEN4) / "README.md"
+    before = doc.read_bytes()
+    status, out, _ = _run([*ZEN4_FILES, "--update", str(doc), "--block", "zen4"], capsys)
+    assert status == 0 and "unchanged" in out, "re-render the block: see the README's command"
+    assert doc.read_bytes() == before

@@ -1,0 +1,209 @@
+"""The fast path's CPU choices, re-measured on this CPU at titok-l-32's shapes: packed linears, fp32 attention.
+
+    python bench/cpu_ops.py [--batch-size 4] [--iters 5] [--end-to-end] [--out cpu_ops.json]
+
+On a CPU in bf16 the fast runtime runs its linear layers on weights packed once for oneDNN
+(`titok.cpu_linear.linear`) instead of `F.linear`, and its attention in fp32 instead of bf16
+(`titok.fast.attention_dtype`): both were measured faster on the development machines (docs/benchmarks.md).
+This tool times each choice beside the alternative at the shapes of one titok-l-32 generation at the given
+batch (the generator over 2B guided rows of 33 tokens, the ViT decoder over B x 289 rows), interleaved, and a
+4096^3 bf16 `torch.mm` as the machine's matrix rate, so that an owner of another CPU (an AMX Xeon, say) can see
+whether the choices hold there. Each figure is the median of `--iters` timed calls after one warm-up; the
+speed-up is the median of the per-iteration ratios (plain / chosen). `--end-to-end` adds titok-l-32's whole fast
+generation (random weights) at the batch, packed linears on and off (TITOK_CPU_PACKED_LINEAR) in turn in one
+process, `--iters` pairs after one warm-up each: the packing's end-to-end effect, free of run-to-run drift.
+
+Exit status: 0 done, 2 usage error, 130 interrupted.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from titok_bench.harness import cli
+
+SCHEMA = "titok-kernels/cpu-ops/v1"
+GEMM_N = 4096
+
+
+def cases(batch: int) -> list[dict]:
+    """(kind, where, shape) of titok-l-32's linear layers and attention at `batch` (generator, ViT decoder)."""
+    gen_rows, dec_rows = 2 * batch * 33, batch * 289
+    out = [{"kind": "linear", "where": "generator", "m": gen_rows, "k": k, "n": n}
+           for k, n in ((768, 768), (768, 3072), (3072, 768), (768, 4096))]
+    out += [{"kind": "linear", "where": "vit_decoder", "m": dec_rows, "k": k, "n": n}
+            for k, n in ((1024, 3072), (1024, 1024), (1024, 4096), (4096, 1024))]
+    out += [{"kind": "attention", "where": "generator", "batch": 2 * batch, "seq": 33, "heads": 12, "head_dim": 64},
+            {"kind": "attention", "where": "vit_decoder", "batch": batch, "seq": 289, "heads": 16, "head_dim": 64}]
+    return out
+
+
+def case_fns(case: dict):
+    """(flops, plain callable, chosen callable) of one case, on fixed random bf16 inputs."""
+    import torch
+    import torch.nn.functional as F
+
+    from titok.cpu_linear import linear
+    from titok.fast import sdpa
+    from titok_kernels.reference import split_packed_qkv
+
+    g = torch.Generator().manual_seed(0)
+    bf16 = torch.bfloat16
+    if case["kind"] == "linear":
+        m, k, n = case["m"], case["k"], case["n"]
+        x = torch.randn(m, k, generator=g).to(bf16)
+        w = (torch.randn(n, k, generator=g) / k ** 0.5).to(bf16)
+        b = torch.randn(n, generator=g).to(bf16)
+        return 2 * m * k * n, lambda: F.linear(x, w, b), lambda: linear(x, w, b)
+    # q, k, v as the fast path sees them: strided head views of one packed (B, L, 3W) projection
+    width = case["heads"] * case["head_dim"]
+    qkv = torch.randn(case["batch"], case["seq"], 3 * width, generator=g).to(bf16)
+    q, k, v = split_packed_qkv(qkv, case["heads"])
+    flops = 4 * case["batch"] * case["heads"] * case["seq"] ** 2 * case["head_dim"]
+    return flops, lambda: F.scaled_dot_product_attention(q, k, v), lambda: sdpa(q, k, v)
+
+
+def measure(batch: int, iters: int, say, gemm_n: int = GEMM_N) -> dict:
+    """Every case of `cases(batch)` timed plain vs chosen, interleaved; a gemm_n^3 bf16 torch.mm's rate.
+    Runs under torch.no_grad() (the packed route is for inference); grad mode is left as it was."""
+    import torch
+
+    with torch.no_grad():
+        return _measure(batch, iters, say, gemm_n)
+
+
+def _measure(batch: int, iters: int, say, gemm_n: int) -> dict:
+    import torch
+
+    from titok.cpu_linear import packing_enabled
+    from titok_bench.harness.timing import pair_ratios, summarize_ms
+
+    rows = []
+    for case in cases(batch):
+        flops, plain, chosen = case_fns(case)
+        plain(), chosen()  # warm-up (and the one packing of the weight)
+        times = {"plain": [], "chosen": []}
+        for _ in range(iters):
+            for name, fn in (("plain", plain), ("chosen", chosen)):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+        p50 = {name: summarize_ms(ms).p50_ms for name, ms in times.items()}
+        rows.append({**case, "flops": flops, "plain_ms": p50["plain"], "chosen_ms": p50["chosen"],
+                     "plain_gflops": flops / p50["plain"] / 1e6, "chosen_gflops": flops / p50["chosen"] / 1e6,
+                     "speedup": pair_ratios(times["plain"], times["chosen"])})
+        say(f"{case['kind']} {case['where']}: plain {p50['plain']:.2f} ms, chosen {p50['chosen']:.2f} ms")
+    a, b = (torch.randn(gemm_n, gemm_n).to(torch.bfloat16) for _ in range(2))
+    torch.mm(a, b)
+    gemm_ms = []
+    for _ in range(min(iters, 3)):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        gemm_ms.append((time.perf_counter() - t0) * 1e3)
+    gemm = {"n": gemm_n, "dtype": "bfloat16", "gflops": 2 * gemm_n ** 3 / summarize_ms(gemm_ms).p50_ms / 1e6}
+    return {"rows": rows, "gemm": gemm, "packing_enabled": packing_enabled()}
+
+
+def end_to_end(batch: int, iters: int, say) -> dict:
+    """titok-l-32 fast generation at `batch`, packed linears on / off interleaved (the env switch, read per call)."""
+    import os
+    import warnings
+
+    import torch
+
+    from titok.cpu_linear import PACKED_LINEAR_ENV
+    from titok.flops import generation_flops
+    from titok.pipeline import Pipeline
+    from titok_bench.harness.models import SPECS
+    from titok_bench.harness.timing import pair_ratios, summarize_ms
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RandomWeightsWarning: the report says "random weights"
+        tok, gen, *_ = SPECS["titok-l-32"].build(torch.device("cpu"))
+    pipe = Pipeline(tok, gen, mode="fast")
+    labels = torch.arange(batch) % gen.cfg.num_classes
+    saved = os.environ.get(PACKED_LINEAR_ENV)
+    times = {"packed": [], "plain": []}
+    try:
+        for it in range(iters + 1):
+            for name, flag in (("plain", "0"), ("packed", "1")):
+                os.environ[PACKED_LINEAR_ENV] = flag
+                t0 = time.perf_counter()
+                pipe.generate(labels, seed=0)
+                if it:  # the first pair is the warm-up
+                    times[name].append((time.perf_counter() - t0) * 1e3)
+            if it:
+                say(f"end to end {it}/{iters}: plain {times['plain'][-1]:.0f} ms, packed {times['packed'][-1]:.0f} ms")
+    finally:
+        if saved is None:
+            os.environ.pop(PACKED_LINEAR_ENV, None)
+        else:
+            os.environ[PACKED_LINEAR_ENV] = saved
+    flop = generation_flops(tok.cfg, gen.cfg, pipe.sampler)["total"] * batch
+    p50 = {k: summarize_ms(v).p50_ms for k, v in times.items()}
+    return {"dtype": str(pipe.dtype).replace("torch.", ""), "batch_size": batch, "ms": times,
+            "plain_gflops": flop / p50["plain"] / 1e6, "packed_gflops": flop / p50["packed"] / 1e6,
+            "speedup": pair_ratios(times["plain"], times["packed"])}
+
+
+def report(payload: dict) -> str:
+    cfg = payload["config"]
+    lines = [f"titok-l-32 shapes at batch {cfg['batch_size']}, bf16, {cfg['iters']} interleaved calls each "
+             f"(median); {payload['environment']['device_name']}",
+             f"bf16 {payload['gemm']['n']}^3 torch.mm: {payload['gemm']['gflops']:.0f} GFLOP/s",
+             "plain: F.linear / bf16 SDPA; chosen: titok.cpu_linear.linear / SDPA in fp32 (titok.fast.sdpa)"
+             + ("" if payload["packing_enabled"] else "  [packing is OFF here: chosen linear = F.linear]"), ""]
+    header = f"{'op':10s}{'where':12s}{'shape':>22s}{'plain GF/s':>11s}{'chosen':>8s}{'speed-up':>10s}"
+    lines += [header, "-" * len(header)]
+    for r in payload["rows"]:
+        shape = f"{r['m']}x{r['k']}x{r['n']}" if r["kind"] == "linear" else \
+            f"{r['batch']}x{r['heads']}x{r['seq']}x{r['head_dim']}"
+        speed = "-" if not r["speedup"] else f"{r['speedup']['p50']:.2f}x"
+        lines.append(f"{r['kind']:10s}{r['where']:12s}{shape:>22s}{r['plain_gflops']:11.0f}{r['chosen_gflops']:8.0f}"
+                     f"{speed:>10s}")
+    e2e = payload.get("end_to_end")
+    if e2e:
+        s = e2e["speedup"]
+        lines += ["", f"fast generation end to end ({e2e['dtype']}, batch {e2e['batch_size']}, {s['pairs']} pairs): "
+                  f"plain linears {e2e['plain_gflops']:.0f} GFLOP/s, packed {e2e['packed_gflops']:.0f} GFLOP/s: "
+                  f"{s['p50']:.2f}x (p20-p80 {s['p20']:.2f}-{s['p80']:.2f})"]
+    return "\n".join(lines)
+
+
+def build_parser() -> cli.ArgumentParser:
+    p = cli.ArgumentParser(prog="bench/cpu_ops.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch-size", type=int, default=4, help="titok-l-32 batch whose shapes are timed (default 4)")
+    p.add_argument("--iters", type=int, default=5, help="timed calls of each, interleaved (default 5)")
+    p.add_argument("--end-to-end", action="store_true", help="also time titok-l-32's fast generation with packed "
+                   "linears on and off, interleaved (--iters pairs: about 1.5 minutes at batch 4 on 2 cores)")
+    p.add_argument("--out", help="JSON result file (.json)")
+    cli.add_overwrite_flag(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.batch_size < 1 or args.iters < 1:
+        raise cli.UsageError("--batch-size and --iters must be >= 1")
+    out = cli.Outputs(args.overwrite).file(args.out, "--out")
+    from titok_bench.harness.env import environment
+
+    def say(text):
+        print(f"cpu_ops: {text}", file=sys.stderr, flush=True)
+
+    payload = {"schema": SCHEMA, "environment": environment("cpu"),
+               "config": {"model": "titok-l-32", "batch_size": args.batch_size, "iters": args.iters},
+               **measure(args.batch_size, args.iters, say)}
+    if args.end_to_end:
+        payload["end_to_end"] = end_to_end(args.batch_size, args.iters, say)
+    print(report(payload))
+    if out:
+        from titok_bench.harness.results import write_json
+
+        write_json(out, payload)
+        print(f"results -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run_tool(main, prog="cpu_ops.py"))
