@@ -38,6 +38,13 @@ def cases(batch: int) -> list[dict]:
     return out
 
 
+def shape_label(case: dict) -> str:
+    """'MxKxN' of a linear case, 'BxHxLxD' of an attention case."""
+    if case["kind"] == "linear":
+        return f"{case['m']}x{case['k']}x{case['n']}"
+    return f"{case['batch']}x{case['heads']}x{case['seq']}x{case['head_dim']}"
+
+
 def case_fns(case: dict):
     """(flops, plain callable, chosen callable) of one case, on fixed random bf16 inputs."""
     import torch
@@ -156,18 +163,20 @@ def report(payload: dict) -> str:
     header = f"{'op':10s}{'where':12s}{'shape':>22s}{'plain GF/s':>11s}{'chosen':>8s}{'speed-up':>10s}"
     lines += [header, "-" * len(header)]
     for r in payload["rows"]:
-        shape = f"{r['m']}x{r['k']}x{r['n']}" if r["kind"] == "linear" else \
-            f"{r['batch']}x{r['heads']}x{r['seq']}x{r['head_dim']}"
         speed = "-" if not r["speedup"] else f"{r['speedup']['p50']:.2f}x"
-        lines.append(f"{r['kind']:10s}{r['where']:12s}{shape:>22s}{r['plain_gflops']:11.0f}{r['chosen_gflops']:8.0f}"
+        lines.append(f"{r['kind']:10s}{r['where']:12s}{shape_label(r):>22s}{r['plain_gflops']:11.0f}{r['chosen_gflops']:8.0f}"
                      f"{speed:>10s}")
-    e2e = payload.get("end_to_end")
-    if e2e:
-        s = e2e["speedup"]
-        lines += ["", f"fast generation end to end ({e2e['dtype']}, batch {e2e['batch_size']}, {s['pairs']} pairs): "
-                  f"plain linears {e2e['plain_gflops']:.0f} GFLOP/s, packed {e2e['packed_gflops']:.0f} GFLOP/s: "
-                  f"{s['p50']:.2f}x (p20-p80 {s['p20']:.2f}-{s['p80']:.2f})"]
+    if payload.get("end_to_end"):
+        lines += ["", end_to_end_line(payload["end_to_end"])]
     return "\n".join(lines)
+
+
+def end_to_end_line(e2e: dict, num=lambda x: f"{x:.0f}", ratio=lambda x: f"{x:.2f}x") -> str:
+    """The --end-to-end result in one sentence (`num`, `ratio`: how figures are written)."""
+    s = e2e["speedup"]
+    return (f"Fast generation end to end ({e2e['dtype']}, batch {e2e['batch_size']}, {s['pairs']} interleaved "
+            f"pairs): plain linears {num(e2e['plain_gflops'])} GFLOP/s, packed {num(e2e['packed_gflops'])} GFLOP/s: "
+            f"{ratio(s['p50'])} (p20-p80 {ratio(s['p20'])}-{ratio(s['p80'])})")
 
 
 def build_parser() -> cli.ArgumentParser:

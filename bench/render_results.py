@@ -197,21 +197,17 @@ def official_cpu(payload: dict) -> list[str]:
 def cpu_ops(payload: dict) -> list[str]:
     config, gemm = payload["config"], payload["gemm"]
     body = []
+    from titok_bench.cpu_ops import end_to_end_line, shape_label
+
     for r in payload["rows"]:
-        shape = f"{r['m']}x{r['k']}x{r['n']}" if r["kind"] == "linear" else \
-            f"{r['batch']}x{r['heads']}x{r['seq']}x{r['head_dim']}"
-        body.append([r["kind"], r["where"], shape, num(r["plain_gflops"]), num(r["chosen_gflops"]),
+        body.append([r["kind"], r["where"], shape_label(r), num(r["plain_gflops"]), num(r["chosen_gflops"]),
                      ratio((r.get("speedup") or {}).get("p50"))])
     lines = [f"{config['model']} shapes at batch {config['batch_size']}, bf16, {config['iters']} interleaved calls; "
              f"bf16 {gemm['n']}^3 torch.mm {num(gemm['gflops'])} GFLOP/s", "",
              *table(["op", "where", "shape", "plain GFLOP/s", "chosen GFLOP/s", "speed-up"], body,
                     {"plain GFLOP/s", "chosen GFLOP/s", "speed-up"})]
-    e2e = payload.get("end_to_end")
-    if e2e:
-        s = e2e["speedup"]
-        lines += ["", f"Fast generation end to end ({e2e['dtype']}, batch {e2e['batch_size']}, {s['pairs']} interleaved "
-                      f"pairs): plain linears {num(e2e['plain_gflops'])} GFLOP/s, packed {num(e2e['packed_gflops'])} "
-                      f"GFLOP/s: {ratio(s['p50'])} (p20-p80 {span(s['p20'], s['p80'], ratio)})"]
+    if payload.get("end_to_end"):
+        lines += ["", end_to_end_line(payload["end_to_end"], num, ratio)]
     return lines
 
 
