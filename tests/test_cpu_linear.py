@@ -164,3 +164,16 @@ def test_fast_bf16_pipeline_packs_its_linears_and_fp32_packs_none():
     assert id(fast.generator.model.lm_head.weight) in ids
     assert id(fast.decoder.decoder.transformer[0].mlp.c_fc.weight) in ids
     assert id(fast.decoder.decoder.transformer[0].attn.in_proj_weight) in ids
+
+
+def test_a_build_that_cannot_pack_falls_back_to_f_linear(monkeypatch):
+    """oneDNN without the packing op (or refusing the ISA): F.linear, and no further attempt in the process."""
+    def refuse(weight):
+        raise RuntimeError("could not create a primitive descriptor")
+
+    monkeypatch.setattr(cpu_linear, "_available", True)
+    monkeypatch.setattr(cpu_linear, "packed_weight", refuse)
+    x, w, b = _bf16(*_case((3,), 16, 8))
+    with torch.no_grad():
+        assert torch.equal(linear(x, w, b), F.linear(x, w, b))
+        assert not cpu_linear.onednn_bf16_available() and not packing_applies(x, w)

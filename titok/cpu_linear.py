@@ -75,10 +75,17 @@ def packed_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`, through a packed weight where `packing_applies` (module docstring)."""
+    """`F.linear(x, weight, bias)`, through a packed weight where `packing_applies` (module docstring). A build
+    whose oneDNN cannot pack (an op missing, an ISA it refuses) gets F.linear, for the rest of the process."""
+    global _available
     if not packing_applies(x, weight) or (bias is not None and bias.dtype != torch.bfloat16):
         return F.linear(x, weight, bias)
-    return torch.ops.mkldnn._linear_pointwise(x, packed_weight(weight), bias, "none", [], "")
+    try:
+        packed = packed_weight(weight)
+    except (RuntimeError, NotImplementedError, AttributeError):
+        _available = False
+        return F.linear(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
 class PackedLinear(nn.Linear):
