@@ -13,7 +13,8 @@ speed-up is the median of the per-iteration ratios (plain / chosen). `--end-to-e
 generation (random weights) at the batch, packed linears on and off (TITOK_CPU_PACKED_LINEAR) in turn in one
 process, `--iters` pairs after one warm-up each: the packing's end-to-end effect, free of run-to-run drift.
 
-Exit status: 0 done, 2 usage error, 130 interrupted.
+On a CPU without native bf16 matrix units the fast path runs fp32 and the tool refuses (exit 2) unless
+TITOK_CPU_BF16=1. Exit status: 0 done, 2 usage error, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -195,6 +196,11 @@ def main(argv=None) -> int:
     if args.batch_size < 1 or args.iters < 1:
         raise cli.UsageError("--batch-size and --iters must be >= 1")
     out = cli.Outputs(args.overwrite).file(args.out, "--out")
+    from titok.runtimes import cpu_has_bf16_matmul
+
+    if not cpu_has_bf16_matmul():  # bf16 is emulated there (0.3 GFLOP/s seen): minutes per 4096^3 product
+        raise cli.UsageError("this CPU has no native bf16 matrix units (AMX-BF16 / AVX512-BF16): the fast path runs "
+                             "fp32 here and makes neither choice (TITOK_CPU_BF16=1 forces the comparison)")
     from titok_bench.harness.env import environment
 
     def say(text):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from titok.runtimes import cpu_has_bf16_matmul
 from titok_bench.cpu_ops import cases
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,6 +19,7 @@ def test_cases_are_titok_l32_shapes():
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not cpu_has_bf16_matmul(), reason="no native bf16 matrix units: the tool refuses (tested below)")
 def test_tool_writes_every_case(tmp_path):
     out = tmp_path / "ops.json"
     proc = subprocess.run([sys.executable, "bench/cpu_ops.py", "--batch-size", "1", "--iters", "1", "--out", str(out)],
@@ -48,3 +50,12 @@ def test_speedup_is_plain_time_over_chosen_time(monkeypatch):
     row = cpu_ops.measure(1, 3, lambda text: None, gemm_n=8)["rows"][0]
     assert 1.5 < row["speedup"]["p50"] < 2.5 and row["plain_ms"] > row["chosen_ms"]
     assert torch.is_grad_enabled()  # measured under no_grad, the caller's grad mode left as it was
+
+
+def test_a_cpu_without_bf16_units_is_refused_in_one_line():
+    import os
+
+    env = {**os.environ, "TITOK_CPU_BF16": "0"}
+    proc = subprocess.run([sys.executable, "bench/cpu_ops.py"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "bf16" in proc.stderr
