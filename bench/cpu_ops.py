@@ -1,9 +1,10 @@
-"""The fast path's CPU choices, re-measured on this CPU at titok-l-32's shapes: packed linears, fp32 attention.
+"""The fast path's CPU choices, re-measured on this CPU at titok-l-32's shapes: packed linears, fp32 attention
+in the generator.
 
     python bench/cpu_ops.py [--batch-size 4] [--iters 5] [--end-to-end] [--out cpu_ops.json]
 
 On a CPU in bf16 the fast runtime runs its linear layers on weights packed once for oneDNN
-(`titok.cpu_linear.linear`) instead of `F.linear`, and its attention in fp32 instead of bf16
+(`titok.cpu_linear.linear`) instead of `F.linear`, and the generator's attention in fp32 instead of bf16
 (`titok.fast.attention_dtype`): both were measured faster on the development machines (docs/benchmarks.md).
 This tool times each choice beside the alternative at the shapes of one titok-l-32 generation at the given
 batch (the generator over 2B guided rows of 33 tokens, the ViT decoder over B x 289 rows), interleaved, and a
@@ -28,14 +29,13 @@ GEMM_N = 4096
 
 
 def cases(batch: int) -> list[dict]:
-    """(kind, where, shape) of titok-l-32's linear layers and attention at `batch` (generator, ViT decoder)."""
+    """(kind, where, shape) of titok-l-32's linear layers (generator, ViT decoder) and generator attention."""
     gen_rows, dec_rows = 2 * batch * 33, batch * 289
     out = [{"kind": "linear", "where": "generator", "m": gen_rows, "k": k, "n": n}
            for k, n in ((768, 768), (768, 3072), (3072, 768), (768, 4096))]
     out += [{"kind": "linear", "where": "vit_decoder", "m": dec_rows, "k": k, "n": n}
             for k, n in ((1024, 3072), (1024, 1024), (1024, 4096), (4096, 1024))]
-    out += [{"kind": "attention", "where": "generator", "batch": 2 * batch, "seq": 33, "heads": 12, "head_dim": 64},
-            {"kind": "attention", "where": "vit_decoder", "batch": batch, "seq": 289, "heads": 16, "head_dim": 64}]
+    out += [{"kind": "attention", "where": "generator", "batch": 2 * batch, "seq": 33, "heads": 12, "head_dim": 64}]
     return out
 
 

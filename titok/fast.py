@@ -29,9 +29,9 @@ reference slices `hidden[:, 1:]` before the head, which `F.linear` runs on CPU a
 bmm over a batch-expanded copy of the head's weight.
 
 On a CPU in bf16 the ViT blocks' linear layers run `titok.cpu_linear.linear` (weights packed
-once for oneDNN) and attention (ViT blocks, MaskGIT-ViT generator) is computed in fp32
-(`attention_dtype`): both measured faster there (docs/benchmarks.md, "CPU fast path"). In fp32,
-and on CUDA, both are the plain ops: fp32 `fast` stays bit-equal to the reference in tokens.
+once for oneDNN) and the MaskGIT-ViT generator's attention is computed in fp32 (`attention_dtype`):
+both measured faster there (docs/benchmarks.md, "The fast path against the machine's matrix rate").
+In fp32, and on CUDA, both are the plain ops: fp32 `fast` stays bit-equal to the reference in tokens.
 """
 from __future__ import annotations
 
@@ -71,8 +71,10 @@ class PrefixCache:
 
 
 def attention_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype the fast paths compute attention in: fp32 for bf16 activations on a CPU (PyTorch's CPU flash
-    attention runs faster in fp32 than in bf16 there, docs/benchmarks.md, and rounds less), else x's own."""
+    """The dtype the generator's attention runs in on the fast path: fp32 for bf16 activations on a CPU
+    (PyTorch's CPU flash attention runs 1.5x faster in fp32 at its 33-row sequences, docs/benchmarks.md), else
+    x's own. The ViT blocks keep bf16 attention: no faster in fp32 at their 289-row sequences, and 0.3 dB
+    further from the fp32 reference's decode in one parity run."""
     return torch.float32 if x.device.type == "cpu" and x.dtype == torch.bfloat16 else x.dtype
 
 
@@ -92,15 +94,6 @@ def _mlp(block, x: torch.Tensor) -> torch.Tensor:
     """The block's MLP (c_fc, exact GELU, c_proj) through `titok.cpu_linear.linear`."""
     c_fc, c_proj = block.mlp.c_fc, block.mlp.c_proj
     return linear(F.gelu(linear(x, c_fc.weight, c_fc.bias)), c_proj.weight, c_proj.bias)
-
-
-def _attend(qkv: torch.Tensor, qkv_shared: torch.Tensor | None, **kwargs) -> torch.Tensor:
-    """concat_attention in `attention_dtype`, the result in qkv's dtype."""
-    dtype = attention_dtype(qkv)
-    if dtype == qkv.dtype:
-        return concat_attention(qkv, qkv_shared, **kwargs)
-    shared = None if qkv_shared is None else qkv_shared.to(dtype)
-    return concat_attention(qkv.to(dtype), shared, **kwargs).to(qkv.dtype)
 
 
 def _finish_block(block, x_rows: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
@@ -123,12 +116,12 @@ def run_blocks(blocks, x_per: torch.Tensor, x_shared: torch.Tensor, qkv_shared: 
         heads = block.attn.num_heads
         rows = keep if i == last else None
         if i == 0:
-            attn = _attend(_qkv(block, x_per), qkv_shared, num_heads=heads, shared_first=shared_first,
-                           query_rows=rows, backend=backend)
+            attn = concat_attention(_qkv(block, x_per), qkv_shared, num_heads=heads, shared_first=shared_first,
+                                    query_rows=rows, backend=backend)
             parts = [x_shared.expand(n, -1, -1), x_per]
             x = torch.cat(parts if shared_first else parts[::-1], dim=1)
         else:
-            attn = _attend(_qkv(block, x), None, num_heads=heads, query_rows=rows, backend=backend)
+            attn = concat_attention(_qkv(block, x), None, num_heads=heads, query_rows=rows, backend=backend)
         x = _finish_block(block, x if rows is None else x[:, rows[0]:rows[1]], attn)
     return x
 
