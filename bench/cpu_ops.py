@@ -165,8 +165,8 @@ def report(payload: dict) -> str:
     lines += [header, "-" * len(header)]
     for r in payload["rows"]:
         speed = "-" if not r["speedup"] else f"{r['speedup']['p50']:.2f}x"
-        lines.append(f"{r['kind']:10s}{r['where']:12s}{shape_label(r):>22s}{r['plain_gflops']:11.0f}{r['chosen_gflops']:8.0f}"
-                     f"{speed:>10s}")
+        lines.append(f"{r['kind']:10s}{r['where']:12s}{shape_label(r):>22s}{r['plain_gflops']:11.0f}"
+                     f"{r['chosen_gflops']:8.0f}{speed:>10s}")
     if payload.get("end_to_end"):
         lines += ["", end_to_end_line(payload["end_to_end"])]
     return "\n".join(lines)

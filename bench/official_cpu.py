@@ -351,8 +351,9 @@ def rate_lines(task: str, block: dict) -> list[str]:
     if not gemm:
         return []
     n = next(iter(gemm.values()))["n"]
+    rates = ", ".join(f"{short.get(k, k)} {v['gflops']:.0f} GFLOP/s" for k, v in gemm.items())
     lines = [f"{'':9s}matrix rate in this run ({n}^3 torch.mm, median of {next(iter(gemm.values()))['calls']} "
-             "interleaved calls): " + ", ".join(f"{short.get(k, k)} {v['gflops']:.0f} GFLOP/s" for k, v in gemm.items())]
+             f"interleaved calls): {rates}"]
     for r in block["rows"]:
         frac = "" if r["fraction_of_gemm"] is None else \
             f" = {100 * r['fraction_of_gemm']:.0f}% of the {short.get(r['dtype'], r['dtype'])} rate"

@@ -72,7 +72,7 @@ class PrefixCache:
 
 def attention_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the generator's attention runs in on the fast path: fp32 for bf16 activations on a CPU
-    (PyTorch's CPU flash attention runs 1.5x faster in fp32 at its 33-row sequences, docs/benchmarks.md), else
+    (PyTorch's CPU flash attention ran 1.3-1.5x faster in fp32 at its 33-row sequences, docs/benchmarks.md), else
     x's own. The ViT blocks keep bf16 attention: no faster in fp32 at their 289-row sequences, and 0.3 dB
     further from the fp32 reference's decode in one parity run."""
     return torch.float32 if x.device.type == "cpu" and x.dtype == torch.bfloat16 else x.dtype
