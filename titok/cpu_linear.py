@@ -3,8 +3,9 @@
 `F.linear` on bf16 CPU tensors runs oneDNN's matrix product on the plain (N, K) weight, which oneDNN packs
 into its blocked layout again on every call. `linear(x, weight, bias)` packs each weight once
 (`mkldnn::_reorder_linear_weight`, the packing that torch.compile's CPU freezing pass does) and calls
-`mkldnn::_linear_pointwise` on the packed copy: the same bf16 products with fp32 accumulation, 10-30% faster
-at the model's shapes on the 2-core AMD EPYC (numbers and command: docs/benchmarks.md, "CPU fast path").
+`mkldnn::_linear_pointwise` on the packed copy: the same bf16 products with fp32 accumulation, 5-37% faster
+at the model's shapes on the 2-core AMD EPYC Zen 4 (`bench/cpu_ops.py`; docs/benchmarks.md, "The fast path
+against the machine's matrix rate").
 
 Contract:
 - `linear(x, weight, bias=None)` has `F.linear`'s signature and result shape and dtype. It takes the packed
@@ -15,7 +16,8 @@ Contract:
   not promised).
 - A packed copy is made on first use of a weight tensor and made again when the weight changes in place
   (its data pointer or version counter moves); it is dropped with the weight (weak reference). It costs the
-  weight's size again in memory. Thread-safe: pipelines run from several threads (titok.cpu_threads).
+  weight's size again in memory. Thread-safe: pipelines run from several threads (titok.cpu_threads). A
+  oneDNN that cannot pack (an op missing, an ISA it refuses) turns the packed route off for the process.
 - `packed_linears(module)`: a copy of `module` whose `nn.Linear` submodules run `linear`; the parameters and
   buffers are the caller's own tensors (no copy), the caller's module is unchanged.
 """
