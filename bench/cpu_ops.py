@@ -20,7 +20,6 @@ TITOK_CPU_BF16=1. Exit status: 0 done, 2 usage error, 130 interrupted.
 from __future__ import annotations
 
 import sys
-import time
 
 from titok_bench.harness import cli
 
@@ -84,32 +83,36 @@ def _measure(batch: int, iters: int, say, gemm_n: int) -> dict:
     import torch
 
     from titok.cpu_linear import packing_enabled
-    from titok_bench.harness.timing import pair_ratios, summarize_ms
+    from titok_bench.harness.ceilings import gemm_fns, gemm_rates
+    from titok_bench.harness.timing import interleave, pair_ratios
 
     rows = []
     for case in cases(batch):
         flops, plain, chosen = case_fns(case)
         plain(), chosen()  # warm-up (and the one packing of the weight)
-        times = {"plain": [], "chosen": []}
-        for _ in range(iters):
-            for name, fn in (("plain", plain), ("chosen", chosen)):
-                t0 = time.perf_counter()
-                fn()
-                times[name].append((time.perf_counter() - t0) * 1e3)
-        p50 = {name: summarize_ms(ms).p50_ms for name, ms in times.items()}
-        rows.append({**case, "flops": flops, "plain_ms": p50["plain"], "chosen_ms": p50["chosen"],
-                     "plain_gflops": flops / p50["plain"] / 1e6, "chosen_gflops": flops / p50["chosen"] / 1e6,
-                     "speedup": pair_ratios(times["plain"], times["chosen"])})
-        say(f"{case['kind']} {case['where']}: plain {p50['plain']:.2f} ms, chosen {p50['chosen']:.2f} ms")
-    a, b = (torch.randn(gemm_n, gemm_n).to(torch.bfloat16) for _ in range(2))
-    torch.mm(a, b)
-    gemm_ms = []
-    for _ in range(min(iters, 3)):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        gemm_ms.append((time.perf_counter() - t0) * 1e3)
-    gemm = {"n": gemm_n, "dtype": "bfloat16", "gflops": 2 * gemm_n ** 3 / summarize_ms(gemm_ms).p50_ms / 1e6}
-    return {"rows": rows, "gemm": gemm, "packing_enabled": packing_enabled()}
+        row = {**case, "flops": flops, **_compare(interleave({"plain": plain, "chosen": chosen}, iters), flops,
+                                                  pair_ratios)}
+        rows.append(row)
+        say(f"{case['kind']} {case['where']}: plain {row['plain_ms']:.2f} ms, chosen {row['chosen_ms']:.2f} ms")
+    gemm = gemm_fns(gemm_n, (torch.bfloat16,))
+    for fn in gemm.values():
+        fn()  # warm-up
+    rate = gemm_rates(interleave(gemm, min(iters, 3)), gemm_n)["bfloat16"]
+    return {"rows": rows, "gemm": {"n": gemm_n, "dtype": "bfloat16", "gflops": rate["gflops"]},
+            "packing_enabled": packing_enabled()}
+
+
+def _compare(seconds: dict, flops: float, pair_ratios) -> dict:
+    """{plain,chosen}_ms (median), {plain,chosen}_gflops and the speed-up (plain / chosen per pair)."""
+    import statistics
+
+    ms = {name: [t * 1e3 for t in secs] for name, secs in seconds.items()}
+    out = {}
+    for name in ("plain", "chosen"):
+        out[f"{name}_ms"] = statistics.median(ms[name])
+        out[f"{name}_gflops"] = flops / out[f"{name}_ms"] / 1e6
+    out["speedup"] = pair_ratios(ms["plain"], ms["chosen"])
+    return out
 
 
 def end_to_end(batch: int, iters: int, say) -> dict:
@@ -123,7 +126,7 @@ def end_to_end(batch: int, iters: int, say) -> dict:
     from titok.flops import generation_flops
     from titok.pipeline import Pipeline
     from titok_bench.harness.models import SPECS
-    from titok_bench.harness.timing import pair_ratios, summarize_ms
+    from titok_bench.harness.timing import interleave, pair_ratios
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # RandomWeightsWarning: the report says "random weights"
@@ -131,27 +134,29 @@ def end_to_end(batch: int, iters: int, say) -> dict:
     pipe = Pipeline(tok, gen, mode="fast")
     labels = torch.arange(batch) % gen.cfg.num_classes
     saved = os.environ.get(PACKED_LINEAR_ENV)
-    times = {"packed": [], "plain": []}
+
+    def generate_with(flag):
+        def run():
+            os.environ[PACKED_LINEAR_ENV] = flag
+            pipe.generate(labels, seed=0)
+        return run
+
+    fns = {"plain": generate_with("0"), "chosen": generate_with("1")}
+    say(f"end to end: titok-l-32 fast generation at batch {batch}, packed linears off / on, 1 + {iters} pairs")
     try:
-        for it in range(iters + 1):
-            for name, flag in (("plain", "0"), ("packed", "1")):
-                os.environ[PACKED_LINEAR_ENV] = flag
-                t0 = time.perf_counter()
-                pipe.generate(labels, seed=0)
-                if it:  # the first pair is the warm-up
-                    times[name].append((time.perf_counter() - t0) * 1e3)
-            if it:
-                say(f"end to end {it}/{iters}: plain {times['plain'][-1]:.0f} ms, packed {times['packed'][-1]:.0f} ms")
+        interleave(fns, 1)  # warm-up pair
+        seconds = interleave(fns, iters)
     finally:
         if saved is None:
             os.environ.pop(PACKED_LINEAR_ENV, None)
         else:
             os.environ[PACKED_LINEAR_ENV] = saved
     flop = generation_flops(tok.cfg, gen.cfg, pipe.sampler)["total"] * batch
-    p50 = {k: summarize_ms(v).p50_ms for k, v in times.items()}
-    return {"dtype": str(pipe.dtype).replace("torch.", ""), "batch_size": batch, "ms": times,
-            "plain_gflops": flop / p50["plain"] / 1e6, "packed_gflops": flop / p50["packed"] / 1e6,
-            "speedup": pair_ratios(times["plain"], times["packed"])}
+    cmp = _compare(seconds, flop, pair_ratios)
+    say(f"end to end: plain {cmp['plain_ms']:.0f} ms, packed {cmp['chosen_ms']:.0f} ms (median of {iters})")
+    return {"dtype": str(pipe.dtype).replace("torch.", ""), "batch_size": batch,
+            "ms": {"plain": [t * 1e3 for t in seconds["plain"]], "packed": [t * 1e3 for t in seconds["chosen"]]},
+            "plain_gflops": cmp["plain_gflops"], "packed_gflops": cmp["chosen_gflops"], "speedup": cmp["speedup"]}
 
 
 def report(payload: dict) -> str:

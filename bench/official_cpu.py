@@ -168,26 +168,6 @@ def official_sample(off_gen, off_tok, sampler, labels):
         return tokens, torch.clamp(off_tok.decode_tokens(tokens.view(tokens.shape[0], -1)), 0.0, 1.0)
 
 
-def gemm_fns(n: int, dtypes) -> dict:
-    """{"gemm_<dtype>": one n^3 torch.mm on fixed random operands} for each dtype (none when n == 0)."""
-    import torch
-
-    fns = {}
-    for dtype in dict.fromkeys(dtypes):
-        g = torch.Generator().manual_seed(0)
-        a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
-        fns[f"gemm_{str(dtype).replace('torch.', '')}"] = lambda a=a, b=b: torch.mm(a, b)
-    return fns if n > 0 else {}
-
-
-def gemm_rates(times: dict, n: int) -> dict:
-    """{dtype name: {"gflops", "n", "calls"}} from the gemm_* entries of interleave's times (median call)."""
-    import statistics
-
-    return {name[len("gemm_"):]: {"gflops": 2 * n ** 3 / statistics.median(secs) / 1e9, "n": n, "calls": len(secs)}
-            for name, secs in times.items() if name.startswith("gemm_")}
-
-
 def add_rates(rows: list[dict], flop_per_sample: float, gemm: dict) -> None:
     """Each row's GFLOP/s on the model's FLOPs per sample, and its fraction of the GEMM rate of its dtype."""
     for r in rows:
@@ -195,17 +175,6 @@ def add_rates(rows: list[dict], flop_per_sample: float, gemm: dict) -> None:
         r["gflop_per_sample"] = flop_per_sample / 1e9
         r["gflops"] = flop_per_sample * r["samples_per_s"] / 1e9
         r["fraction_of_gemm"] = r["gflops"] / rate if rate else None
-
-
-def interleave(fns: dict, iters: int) -> dict:
-    """Per-iteration seconds of each callable, timed round-robin."""
-    times = {name: [] for name in fns}
-    for _ in range(iters):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return times
 
 
 def summarise(times: dict, batch: int, dtypes: dict) -> list[dict]:
@@ -229,7 +198,9 @@ def run(args, say) -> tuple[dict, bool]:
 
     from titok.flops import encode_flops, generation_flops
     from titok.pipeline import Pipeline
+    from titok_bench.harness.ceilings import gemm_fns, gemm_rates
     from titok_bench.harness.env import CpuWindow, busy_warnings, environment
+    from titok_bench.harness.timing import interleave
 
     official = import_official(Path(args.official).resolve())
     torch.set_grad_enabled(False)

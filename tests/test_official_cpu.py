@@ -6,7 +6,8 @@ rules are tested in tests/test_bench_outputs.py.)
 import pytest
 import torch
 
-from titok_bench.official_cpu import add_rates, gemm_fns, gemm_rates, rate_lines
+from titok_bench.harness.ceilings import gemm_fns, gemm_rates
+from titok_bench.official_cpu import add_rates, rate_lines
 
 
 def test_gemm_fns_one_product_per_dtype_and_none_for_zero():

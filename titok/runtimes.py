@@ -141,10 +141,10 @@ class FastRuntime(EagerRuntime):
 
         self.fast_decode = FastDecode(decoder, self.device) if decoder is not None else None
         self.fast_encode = FastEncode(decoder) if self.encoder_out is not None else None
-        # On a CPU the generator's nn.Linear layers run titok.cpu_linear.linear (packed bf16 weights; plain
-        # F.linear in fp32): a copy of the module tree over the same parameters.
-        self.network = packed_linears(generator) if generator is not None and self.device.type == "cpu" \
-            else generator
+        # On a CPU in bf16 the generator's nn.Linear layers run titok.cpu_linear.linear (packed weights): a copy of
+        # the module tree over the same parameters. Elsewhere the generator itself (linear would be F.linear).
+        packs = generator is not None and self.device.type == "cpu" and dtype == torch.bfloat16
+        self.network = packed_linears(generator) if packs else generator
 
     def logits(self, ids, cls, guided):
         """Guidance as ONE forward over 2B rows (cond and dropped-class tokens stacked); no random draw."""

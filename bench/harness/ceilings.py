@@ -192,3 +192,24 @@ def measure_ceilings(device: torch.device | str, *, sizes: dict | None = None, t
             "method": f"median of up to {cfg['reps']} timed calls after {WARMUP} warm-up calls: "
                       f"{cfg['matmul_n']}^3 matmuls (TFLOP/s = 2 N^3 / t) and a {cfg['copy_bytes'] >> 20} MiB "
                       f"{what} (GB/s = 2 x bytes / t)"}
+
+
+# ---- a matrix rate timed beside other work (in its round-robin: `timing.interleave`) ----------------------
+
+def gemm_fns(n: int, dtypes) -> dict:
+    """{"gemm_<dtype>": one n^3 torch.mm on fixed random CPU operands} for each dtype (none when n == 0): put
+    in the same round-robin as the work they are a ceiling for, so both see the machine alike."""
+    fns = {}
+    for dtype in dict.fromkeys(dtypes):
+        g = torch.Generator().manual_seed(0)
+        a, b = (torch.randn(n, n, generator=g).to(dtype) for _ in range(2))
+        fns[f"gemm_{str(dtype).replace('torch.', '')}"] = lambda a=a, b=b: torch.mm(a, b)
+    return fns if n > 0 else {}
+
+
+def gemm_rates(times: dict, n: int) -> dict:
+    """{dtype name: {"gflops", "n", "calls"}} from the gemm_* entries of round-robin seconds (median call)."""
+    import statistics
+
+    return {name[len("gemm_"):]: {"gflops": 2 * n ** 3 / statistics.median(secs) / 1e9, "n": n, "calls": len(secs)}
+            for name, secs in times.items() if name.startswith("gemm_")}

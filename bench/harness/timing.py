@@ -8,7 +8,8 @@ end; on CPU by perf_counter. Reported: median (p50), p20 and p80.
 `Stopwatch` times one chain of calls (fns[0](), fns[1](out0), ...) with a boundary per call;
 `time_chain` repeats a chain; the sampling harness uses a `Stopwatch` directly to interleave the
 chains of several pipelines (A B A B ...), and `pair_ratios` to turn two interleaved series into
-a speed-up with its spread.
+a speed-up with its spread. `interleave` is the plain round-robin of named host callables (CPU tools:
+official_cpu.py, cpu_ops.py).
 """
 from __future__ import annotations
 
@@ -140,3 +141,14 @@ def micro_settings(device, quick: bool = False) -> MicroSettings:
     device = torch.device(device)
     on_gpu = device.type == "cuda"
     return MicroSettings(device, quick or not on_gpu, *((5, 50) if on_gpu else (1, 5)))
+
+
+def interleave(fns: dict, iters: int) -> dict:
+    """Per-iteration seconds of each named callable, timed round-robin (A B C A B C ...) by perf_counter."""
+    times = {name: [] for name in fns}
+    for _ in range(iters):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
