@@ -5,7 +5,8 @@ in the generator.
 
 On a CPU in bf16 the fast runtime runs its linear layers on weights packed once for oneDNN
 (`titok.cpu_linear.linear`) instead of `F.linear`, and the generator's attention in fp32 instead of bf16
-(`titok.fast.attention_dtype`): both were measured faster on the development machines (docs/benchmarks.md).
+(`titok.fast.attention_dtype`): both were measured faster on a 2-core AMD EPYC Zen 4, AVX512-BF16, no AMX
+(docs/benchmarks.md); not yet on an AMX Xeon.
 This tool times each choice beside the alternative at the shapes of one titok-l-32 generation at the given
 batch (the generator over 2B guided rows of 33 tokens, the ViT decoder over B x 289 rows), interleaved, and a
 4096^3 bf16 `torch.mm` as the machine's matrix rate, so that an owner of another CPU (an AMX Xeon, say) can see
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
     out = cli.Outputs(args.overwrite).file(args.out, "--out")
     from titok.runtimes import cpu_has_bf16_matmul
 
-    if not cpu_has_bf16_matmul():  # bf16 is emulated there (0.3 GFLOP/s seen): minutes per 4096^3 product
+    if not cpu_has_bf16_matmul():  # bf16 is emulated there (0.3 GFLOP/s on an AVX2 EPYC): minutes per 4096^3 product
         raise cli.UsageError("this CPU has no native bf16 matrix units (AMX-BF16 / AVX512-BF16): the fast path runs "
                              "fp32 here and makes neither choice (TITOK_CPU_BF16=1 forces the comparison)")
     from titok_bench.harness.env import environment

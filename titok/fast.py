@@ -30,7 +30,8 @@ bmm over a batch-expanded copy of the head's weight.
 
 On a CPU in bf16 the ViT blocks' linear layers run `titok.cpu_linear.linear` (weights packed
 once for oneDNN) and the MaskGIT-ViT generator's attention is computed in fp32 (`attention_dtype`):
-both measured faster there (docs/benchmarks.md, "The fast path against the machine's matrix rate").
+both measured faster on an AMD EPYC Zen 4 (docs/benchmarks.md, "The fast path against the machine's
+matrix rate"; not yet measured on an AMX Xeon).
 In fp32, and on CUDA, both are the plain ops: fp32 `fast` stays bit-equal to the reference in tokens.
 """
 from __future__ import annotations
@@ -72,9 +73,9 @@ class PrefixCache:
 
 def attention_dtype(x: torch.Tensor) -> torch.dtype:
     """The dtype the generator's attention runs in on the fast path: fp32 for bf16 activations on a CPU
-    (PyTorch's CPU flash attention ran 1.3-1.5x faster in fp32 at its 33-row sequences, docs/benchmarks.md), else
-    x's own. The ViT blocks keep bf16 attention: no faster in fp32 at their 289-row sequences, and 0.3 dB
-    further from the fp32 reference's decode in one parity run."""
+    (PyTorch's CPU flash attention ran 1.3-1.5x faster in fp32 at its 33-row sequences on an AMD EPYC Zen 4,
+    docs/benchmarks.md), else x's own. The ViT blocks keep bf16 attention: no faster in fp32 at their 289-row
+    sequences there, and 0.3 dB further from the fp32 reference's decode in one parity run."""
     return torch.float32 if x.device.type == "cpu" and x.dtype == torch.bfloat16 else x.dtype
 
 
