@@ -1,11 +1,15 @@
-"""Profiling report: where the time of one generation (TiTok, or the MaskGIT baseline) goes.
+"""Profiling report: where the time of one generation (TiTok, or the MaskGIT baseline), or one encode, goes.
 
     python bench/profiling.py --model titok-l-32 --pipeline fast --batch-size 64
+    python bench/profiling.py --model titok-l-32 --task encode --batch-size 4 --device cpu
 
-writes results/<device>/<model>-<pipeline>-b<batch>.md (or --out-dir) and a .json beside it with:
+writes results/<device>/<model>-<pipeline>[-encode]-b<batch>.md (or --out-dir) and a .json beside it with:
 - provenance: command, versions, device, date, git SHA;
 - the per-stage breakdown (generator forwards, sampling steps, ViT decoder, pixel
-  decoder), each stage timed alone, and its share;
+  decoder; for encode: ViT encoder, quantize), each stage timed alone, its share, its
+  per-image FLOPs and achieved GFLOP/s; on a CPU also the fraction of the machine's
+  matrix rate (an N^3 torch.mm in the pipeline's dtype, `--gemm-n`), for each stage
+  and the end to end;
 - the top kernels / operators by total time from torch.profiler over one end-to-end
   generation (name, calls, total and mean time, share), the project's Triton kernels
   marked, and the configs their autotuners chose. The profiled generation runs EAGERLY (no
@@ -37,6 +41,7 @@ from titok_bench.harness.env import device_peaks, device_slug, environment, pars
 from titok_bench.harness.models import PIPELINE_MODELS as MODELS
 from titok_bench.harness.models import SPECS
 from titok_bench.harness.nvml import NvmlMonitor
+from titok_bench.harness.profile_report import to_markdown, write_roofline_png
 from titok_bench.harness.results import write_atomic, write_json, write_text
 from titok_bench.harness.roofline import GEMM_OPS, PROJECT_OPS, SHAPE_FLOPS_OPS, roofline_row
 from titok_bench.harness.timing import time_fn
@@ -111,16 +116,26 @@ def _event_time_us(evt, cuda: bool) -> float:
 def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tuple[list[dict], list[dict]]:
     """Run torch.profiler over one end-to-end generation of `pipe` as it is (the caller passes an eager
     pipeline, `eager_pipeline`: see PROFILED_WHY) in one call of the whole batch; return (top ops, roofline rows)."""
+    cls = torch.arange(batch, device=pipe.device) % pipe.generator.cfg.num_classes
+    return profile_run(pipe, lambda seed: pipe.generate(cls, seed=seed, batch_size=batch), trace_path)
+
+
+def profile_encode(pipe, images: torch.Tensor, *, trace_path: str | None = None) -> tuple[list[dict], list[dict]]:
+    """`profile_generation` for one encode of `images` in one call (no CUDA graph: encode never replays one)."""
+    return profile_run(pipe, lambda seed: pipe.encode(images, batch_size=len(images)), trace_path)
+
+
+def profile_run(pipe, run, trace_path: str | None) -> tuple[list[dict], list[dict]]:
+    """torch.profiler over `run(1)` after a warm-up `run(0)` (autotuning, lazy init): (top ops, roofline rows)."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = pipe.device.type == "cuda"
-    cls = torch.arange(batch, device=pipe.device) % pipe.generator.cfg.num_classes
-    pipe.generate(cls, seed=0, batch_size=batch)  # warm-up: autotuning, lazy init
+    run(0)
     if cuda:
         torch.cuda.synchronize()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities, record_shapes=True, with_flops=True) as prof:
-        pipe.generate(cls, seed=1, batch_size=batch)
+        run(1)
         if cuda:
             torch.cuda.synchronize()
     if trace_path:
@@ -151,51 +166,99 @@ def profile_generation(pipe, batch: int, *, trace_path: str | None = None) -> tu
 
 # ---- the report ---------------------------------------------------------------------------------------------
 
-def stage_breakdown(pipe, batch: int, iters: int) -> list[dict]:
+TASKS = ("generate", "encode")
+# which entry of the per-image FLOP count (titok.flops) each stage computes; sampling_steps: none counted
+STAGE_FLOPS = {"generator_forwards": "generator", "vit_decoder": "vit_decoder", "pixel_decoder": "pixel_decoder",
+               "vit_encoder": "vit_encoder", "quantize": "quantize"}
+
+
+def encode_flops_by_stage(tokenizer_cfg) -> dict:
+    """Per-image FLOPs of one encode, by stage (vit_encoder, quantize), plus the total."""
+    from titok.flops import quantizer_flops, vit_encoder_flops
+
+    stages = {"vit_encoder": vit_encoder_flops(tokenizer_cfg), "quantize": quantizer_flops(tokenizer_cfg)}
+    return {**stages, "total": sum(stages.values())}
+
+
+def stage_breakdown(stage_fns: dict, device: torch.device, batch: int, iters: int, flops: dict,
+                    gemm_gflops: float | None = None) -> list[dict]:
+    """Each stage timed alone: p50/p20/p80 ms, share of their sum, per-image GFLOP (None where none is counted),
+    achieved GFLOP/s and its fraction of `gemm_gflops` (the machine's matrix rate, when measured)."""
     rows = []
     with torch.no_grad():
-        for name, fn in pipe.stage_functions(batch).items():
-            t = time_fn(fn, device=pipe.device, warmup=1, iters=iters)
-            rows.append({"stage": name, "p50_ms": t.p50_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms})
+        for name, fn in stage_fns.items():
+            t = time_fn(fn, device=device, warmup=1, iters=iters)
+            counted = flops.get(STAGE_FLOPS.get(name, ""))
+            gflops = counted * batch / (t.p50_ms / 1e3) / 1e9 if counted else None
+            rows.append({"stage": name, "p50_ms": t.p50_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms,
+                         "gflop_per_image": counted / 1e9 if counted else None, "gflops": gflops,
+                         "of_gemm": gflops / gemm_gflops if gflops and gemm_gflops else None})
     total = sum(r["p50_ms"] for r in rows) or 1.0
     for r in rows:
         r["share"] = r["p50_ms"] / total
     return rows
 
 
+def gemm_rate(device: torch.device, dtype: torch.dtype, n: int, iters: int) -> dict | None:
+    """On a CPU, the n^3 torch.mm rate in `dtype` (median of `iters` calls after one warm-up): the ceiling the
+    stages and the end to end are set against. None on other devices (they have `peaks`) or when n is 0."""
+    from titok_bench.harness.ceilings import gemm_fns, gemm_rates
+    from titok_bench.harness.timing import interleave
+
+    fns = gemm_fns(n, (dtype,)) if device.type == "cpu" else {}
+    if not fns:
+        return None
+    interleave(fns, 1)
+    return next(iter(gemm_rates(interleave(fns, iters), n).values()))
+
+
 def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype | None,
                 iters: int = 3, trace_path: str | None = None, checkpoint_dir: str | None = None,
-                say=print) -> dict:
+                say=print, task: str = "generate", gemm_n: int = 4096) -> dict:
+    if task == "encode" and SPECS[MODELS[model]].family != "titok":
+        raise cli.UsageError(f"--task encode profiles a TiTok tokenizer's encoder; {model} has no encoder")
     say(f"profiling: building {model} ({'checkpoints' if checkpoint_dir else 'random weights'}), {mode} pipeline")
     pipe, flops = build_pipeline(model, mode, device, dtype, checkpoint_dir)
-    cls = torch.arange(batch, device=device) % pipe.generator.cfg.num_classes
-    graph = pipe.graphs is not None
+    if task == "encode":
+        flops = encode_flops_by_stage(pipe.decoder.cfg)
+        size = pipe.decoder.image_size
+        images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+        run, stage_fns = (lambda p: p.encode(images, batch_size=batch)), pipe.encode_stage_functions(batch)
+    else:
+        cls = torch.arange(batch, device=device) % pipe.generator.cfg.num_classes
+        run, stage_fns = (lambda p: p.generate(cls, seed=0, batch_size=batch)), pipe.stage_functions(batch)
+    graph = pipe.graphs is not None and task == "generate"
     with torch.no_grad():
+        gemm = None
+        if gemm_n and device.type == "cpu":
+            say(f"profiling: the {gemm_n}^3 torch.mm rate in {str(pipe.dtype).replace('torch.', '')}")
+            gemm = gemm_rate(device, pipe.dtype, gemm_n, iters)
         say("profiling: timing each stage alone")
-        stages = stage_breakdown(pipe, batch, iters)
+        stages = stage_breakdown(stage_fns, device, batch, iters, flops, gemm and gemm["gflops"])
         say("profiling: timing end to end" + (" (CUDA graph replay)" if graph else ""))
         e2e, telemetry = NvmlMonitor(device).telemetry(
-            lambda: time_fn(lambda: pipe.generate(cls, seed=0, batch_size=batch), device=device, warmup=1,
-                            iters=iters))
-        eager = eager_pipeline(pipe)
+            lambda: time_fn(lambda: run(pipe), device=device, warmup=1, iters=iters))
+        eager = eager_pipeline(pipe) if graph else pipe
         eager_e2e = None
         if graph:
             say("profiling: timing end to end without the CUDA graph (the profiled mode)")
-            eager_e2e = time_fn(lambda: eager.generate(cls, seed=0, batch_size=batch), device=device, warmup=1,
-                                iters=iters)
-        say("profiling: torch.profiler over one eager generation")
-        top, roofline = profile_generation(eager, batch, trace_path=trace_path)
-    end_to_end = _e2e_block(e2e, batch, flops)
+            eager_e2e = time_fn(lambda: run(eager), device=device, warmup=1, iters=iters)
+        say(f"profiling: torch.profiler over one eager {'encode' if task == 'encode' else 'generation'}")
+        top, roofline = profile_encode(eager, images, trace_path=trace_path) if task == "encode" else \
+            profile_generation(eager, batch, trace_path=trace_path)
+    end_to_end = _e2e_block(e2e, batch, flops, gemm)
     end_to_end["cuda_graph"] = graph
-    end_to_end["eager"] = None if eager_e2e is None else _e2e_block(eager_e2e, batch, flops)
+    end_to_end["eager"] = None if eager_e2e is None else _e2e_block(eager_e2e, batch, flops, gemm)
+    why = PROFILED_WHY if graph else \
+        f"the pipeline {'replays no CUDA graph' if task == 'generate' else 'encodes eagerly'}: profiled as timed"
     return {
         "schema": SCHEMA,
         "environment": environment(device),
-        "config": {"model": model, "batch_size": batch, "iters": iters, "random_weights": checkpoint_dir is None,
-                   **pipe.describe()},
+        "config": {"model": model, "task": task, "batch_size": batch, "iters": iters,
+                   "random_weights": checkpoint_dir is None, **pipe.describe()},
+        "gemm": None if gemm is None else {**gemm, "dtype": str(pipe.dtype).replace("torch.", "")},
         "end_to_end": end_to_end,
-        "profiled": {"cuda_graph": False, "eager_copy": eager is not pipe, "batch_size": batch,
-                     "why": PROFILED_WHY if graph else "the pipeline replays no CUDA graph: profiled as timed"},
+        "profiled": {"cuda_graph": False, "eager_copy": eager is not pipe, "batch_size": batch, "why": why},
         "stages": stages,
         "top_kernels": top[:25],
         "autotune": autotune_choices(),
@@ -204,112 +267,27 @@ def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: 
     }
 
 
-def _e2e_block(t, batch: int, flops: dict) -> dict:
+def _e2e_block(t, batch: int, flops: dict, gemm: dict | None = None) -> dict:
+    achieved = flops["total"] * batch / (t.p50_ms / 1e3) / 1e12
     return {"p50_ms": t.p50_ms, "p20_ms": t.p20_ms, "p80_ms": t.p80_ms, "samples_per_s": batch / (t.p50_ms / 1e3),
-            "gflop_per_image": flops["total"] / 1e9,
-            "achieved_tflops": flops["total"] * batch / (t.p50_ms / 1e3) / 1e12}
-
-
-def _e2e_line(e2e: dict) -> str:
-    return (f"{e2e['samples_per_s']:.2f} samples/s (p50 {e2e['p50_ms']:.1f} ms per batch, p20-p80 "
-            f"{e2e['p20_ms']:.1f}-{e2e['p80_ms']:.1f} ms); {e2e['gflop_per_image']:.1f} GFLOP per image -> "
-            f"{e2e['achieved_tflops']:.3f} TFLOP/s achieved")
-
-
-def _f(x, spec=".3f"):
-    return "-" if x is None else format(x, spec)
-
-
-def _pct(x):
-    return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def to_markdown(report: dict) -> str:
-    env, cfg, e2e, prof = report["environment"], report["config"], report["end_to_end"], report["profiled"]
-    lines = [f"# Profile: {cfg['model']}, {cfg['mode']} pipeline, batch {cfg['batch_size']}", "",
-             f"- command: `{env['command']}`", f"- device: {env['device_name']} ({env['device_type']})",
-             f"- torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, python {env['python']}",
-             f"- date: {env['timestamp']}, git SHA: {env['git_sha']}",
-             f"- dtype {cfg['dtype']}, CUDA graph {cfg['cuda_graph']}, random weights {cfg['random_weights']}",
-             f"- profiled: one eager generation (no CUDA graph), batch {prof['batch_size']} in one call: "
-             f"{prof['why']}", "",
-             "## End to end", "",
-             ("CUDA graph replay: " if e2e["cuda_graph"] else "Eager (no CUDA graph): ") + _e2e_line(e2e) + "."]
-    if e2e.get("eager"):
-        lines += ["", "Eager, without the CUDA graph (the profiled mode): " + _e2e_line(e2e["eager"]) + "."]
-    lines += ["", "## Stages (each timed alone)", "", "| stage | p50 ms | p20-p80 ms | share |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['stage']} | {r['p50_ms']:.2f} | {r['p20_ms']:.2f}-{r['p80_ms']:.2f} | {100 * r['share']:.1f}% |"
-              for r in report["stages"]]
-    lines += ["", "## Top kernels and operators (self time, torch.profiler, one eager generation)", "",
-              "| name | calls | total ms | mean ms | share | project / Triton |", "|---|---:|---:|---:|---:|---|"]
-    for r in report["top_kernels"]:
-        mark = ("project" if r["project_kernel"] else "") + (" triton" if r["triton"] else "")
-        lines.append(f"| `{r['name'][:80]}` | {r['calls']} | {r['total_ms']:.3f} | {r['mean_ms']:.4f} | "
-                     f"{100 * r['share']:.1f}% | {mark.strip() or '-'} |")
-    lines += ["", "## Autotune choices", ""]
-    if report["autotune"]:
-        for kernel, choices in report["autotune"].items():
-            lines += [f"- `{kernel}`: " + "; ".join(f"{k} -> {v}" for k, v in choices.items())]
-    else:
-        lines.append("None recorded (no autotuned Triton kernel ran on this device).")
-    lines += ["", "## Roofline (project ops and large GEMMs / convolutions, one eager generation)", "",
-              "| op | calls | total ms | TFLOP/s | GB/s | FLOP/byte | of peak |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in report["roofline"]:
-        lines.append(f"| `{r['name']}` {r['shapes'][:60]} | {r['calls']} | {r['total_ms']:.3f} | {_f(r['tflops'])} | "
-                     f"{_f(r['gbps'], '.1f')} | {_f(r['intensity_flop_per_byte'], '.1f')} | "
-                     f"{_pct(r['fraction_of_peak'])} |")
-    if env.get("peaks") is None:
-        lines += ["", "No device peaks are known for this device: fractions of peak are not shown."]
-    lines += ["", "## Telemetry (NVML)", ""]
-    tel = report["telemetry"]
-    if tel:
-        lines += [f"- {k}: {v}" for k, v in tel.items()]
-    else:
-        lines.append("Not available (no NVIDIA GPU or no nvidia-ml-py).")
-    return "\n".join(lines) + "\n"
-
-
-def write_roofline_png(report: dict, path: str) -> bool:
-    """The roofline PNG (atomically); False when matplotlib is missing. Its title says what produced it."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    env, cfg = report["environment"], report["config"]
-    fig, ax = plt.subplots(figsize=(7, 5.5))
-    for r in (r for r in report["roofline"] if r["intensity_flop_per_byte"] and r["tflops"]):
-        ax.scatter(r["intensity_flop_per_byte"], r["tflops"], s=20 + 200 * min(r["total_ms"] / 100, 1))
-        ax.annotate(r["name"].split("::")[-1], (r["intensity_flop_per_byte"], r["tflops"]), fontsize=7)
-    peaks = env.get("peaks")
-    if peaks:
-        xs = [0.1, 10000]
-        peak_t = peaks["tflops"].get("bf16" if cfg["dtype"] == "bfloat16" else "tf32")
-        ax.plot(xs, [min(peak_t, x * peaks["bandwidth_gbps"] / 1e3) for x in xs], "k--", label="roofline")
-        ax.legend()
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-    ax.set_ylabel("achieved TFLOP/s")
-    weights = "random weights" if cfg["random_weights"] else "checkpoint weights"
-    ax.set_title(f"{cfg['model']} {cfg['mode']} b{cfg['batch_size']}, {cfg['dtype']}, {weights}\n"
-                 f"{env['device_name']} ({env['device_type']}), {env['timestamp'][:10]}\n{env['command']}",
-                 fontsize=8)
-    fig.tight_layout()
-    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-    return True
+            "gflop_per_image": flops["total"] / 1e9, "achieved_tflops": achieved,
+            "of_gemm": achieved * 1e3 / gemm["gflops"] if gemm else None}
 
 
 def build_parser() -> cli.ArgumentParser:
     parser = cli.ArgumentParser(prog="bench/profiling.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="titok-l-32", help=f"one of {', '.join(MODELS)} (default titok-l-32)")
     parser.add_argument("--pipeline", default="fast", choices=("reference", "compile", "fast"))
+    parser.add_argument("--task", default="generate", choices=TASKS,
+                        help="what to profile: generate (class ids -> images; default) or encode (images -> token "
+                        "ids, TiTok tokenizers)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: 64 on GPU, 1 on CPU")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), help="default: the pipeline's own")
     cli.add_device_flag(parser)
     parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--gemm-n", type=int, default=4096,
+                        help="on a CPU, time an N^3 torch.mm in the pipeline's dtype and give every stage's and the "
+                        "end to end's fraction of its rate (default 4096; 0: skip)")
     parser.add_argument("--checkpoint-dir", help="folder with the released checkpoints (official Hugging Face "
                         "folders, or tokenizer/ and generator/); default: random weights")
     parser.add_argument("--out-dir", help="folder of the report files <model>-<pipeline>-b<batch>.{md,json,"
@@ -327,15 +305,19 @@ def main(argv=None) -> int:
     batch = args.batch_size if args.batch_size is not None else (64 if device.type == "cuda" else 1)
     if batch < 1 or args.iters < 1:
         raise cli.UsageError("--batch-size and --iters must be >= 1")
+    if args.gemm_n < 0:
+        raise cli.UsageError("--gemm-n must be >= 0")
     out_dir = args.out_dir or os.path.join(cli.RESULTS_DIR, device_slug(device))
     outputs = cli.Outputs(args.overwrite, inputs=[args.checkpoint_dir])
     outputs.folder(out_dir, "--out-dir")
-    stem = os.path.join(out_dir, f"{args.model}-{args.pipeline}-b{batch}")
+    task = "" if args.task == "generate" else f"-{args.task}"
+    stem = os.path.join(out_dir, f"{args.model}-{args.pipeline}{task}-b{batch}")
     for suffix in (".json", ".md", ".roofline.png") + ((".trace.json",) if args.trace else ()):
         outputs.file(stem + suffix, "--out-dir", suffixes=())
     dtype = getattr(torch, args.dtype) if args.dtype else None
     report = make_report(args.model, args.pipeline, batch, device, dtype, iters=args.iters,
-                         trace_path=stem + ".trace.json" if args.trace else None, checkpoint_dir=args.checkpoint_dir)
+                         trace_path=stem + ".trace.json" if args.trace else None, checkpoint_dir=args.checkpoint_dir,
+                         task=args.task, gemm_n=args.gemm_n)
     png = write_roofline_png(report, stem + ".roofline.png")
     report["roofline_png"] = os.path.basename(stem + ".roofline.png") if png else None
     write_json(stem + ".json", report)

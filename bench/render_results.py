@@ -212,12 +212,19 @@ def cpu_ops(payload: dict) -> list[str]:
 
 
 def profile(payload: dict) -> list[str]:
-    config, e2e = payload["config"], payload["end_to_end"]
-    return [f"{config['model']}, batch {config['batch_size']}: {num(e2e['samples_per_s'])} samples/s end to end "
-            f"(p50 {num(e2e['p50_ms'])} ms per batch)", "",
-            *table(["stage", "p50 ms", "p20-p80 ms", "share"],
-                   [[s["stage"], num(s["p50_ms"]), span(s["p20_ms"], s["p80_ms"]), pct(s["share"])]
-                    for s in payload["stages"]], {"p50 ms", "p20-p80 ms", "share"})]
+    config, e2e, gemm = payload["config"], payload["end_to_end"], payload.get("gemm")
+    encode = config.get("task") == "encode"
+    head = (f"{config['model']}, {'encode' if encode else 'generation'}, batch {config['batch_size']}: "
+            f"{num(e2e['samples_per_s'])} {'images' if encode else 'samples'}/s end to end "
+            f"(p50 {num(e2e['p50_ms'])} ms per batch")
+    if gemm and e2e.get("of_gemm") is not None:
+        head += (f"; {num(e2e['achieved_tflops'] * 1e3)} GFLOP/s, {pct(e2e['of_gemm'])} of the {gemm['dtype']} "
+                 f"{gemm['n']}^3 torch.mm's {num(gemm['gflops'])}")
+    rows = [[s["stage"], num(s["p50_ms"]), span(s["p20_ms"], s["p80_ms"]), pct(s["share"]),
+             num(s.get("gflops")), pct(s.get("of_gemm"))] for s in payload["stages"]]
+    return [head + ")", "",
+            *table(["stage", "p50 ms", "p20-p80 ms", "share", "GFLOP/s", "of GEMM"], rows,
+                   {"p50 ms", "p20-p80 ms", "share", "GFLOP/s", "of GEMM"})]
 
 
 RENDERERS = {"titok-kernels/sampling/v1": sampling, "titok-kernels/sampling/v2": sampling,

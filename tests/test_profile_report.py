@@ -18,10 +18,23 @@ def _tool(*args, timeout=600):
 
 def test_profile_report_has_every_section(tmp_path):
     proc = _tool("bench/profiling.py", "--model", "tiny", "--device", "cpu", "--iters", "1", "--out-dir",
-                 str(tmp_path), "--trace")
+                 str(tmp_path), "--trace", "--gemm-n", "256")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "tiny-fast-b1.json").read_text())
-    assert report["schema"] == "titok-kernels/profile/v1"
+    assert report["schema"] == "titok-kernels/profile/v1" and report["config"]["task"] == "generate"
+    # on a CPU: the N^3 matrix rate in the pipeline's dtype, and each counted stage's rate against it
+    gemm = report["gemm"]
+    assert gemm["n"] == 256 and gemm["gflops"] > 0 and gemm["dtype"] == report["config"]["dtype"]
+    e2e = report["end_to_end"]
+    assert e2e["of_gemm"] == pytest.approx(e2e["achieved_tflops"] * 1e3 / gemm["gflops"])
+    by_stage = {s["stage"]: s for s in report["stages"]}
+    assert by_stage["sampling_steps"]["gflop_per_image"] is None and by_stage["sampling_steps"]["of_gemm"] is None
+    for name in ("generator_forwards", "vit_decoder", "pixel_decoder"):
+        st = by_stage[name]
+        assert st["gflop_per_image"] > 0
+        assert st["gflops"] == pytest.approx(st["gflop_per_image"] / (st["p50_ms"] / 1e3))   # batch 1
+        assert st["of_gemm"] == pytest.approx(st["gflops"] / gemm["gflops"])
+    assert sum(s["gflop_per_image"] or 0 for s in report["stages"]) == pytest.approx(e2e["gflop_per_image"])
     for key in ("command", "torch", "triton", "device_name", "timestamp", "git_sha"):
         assert key in report["environment"]
     assert {s["stage"] for s in report["stages"]} == {"generator_forwards", "sampling_steps", "vit_decoder",
@@ -48,6 +61,38 @@ def test_profile_report_has_every_section(tmp_path):
     assert (tmp_path / "tiny-fast-b1.trace.json").stat().st_size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny-fast-b1.{s}" for s in
                                                           ("json", "md", "roofline.png", "trace.json")]
+
+
+def test_profile_of_an_encode(tmp_path):
+    """--task encode: the encoder's stages (vit_encoder, quantize) with their FLOPs, one eager encode profiled
+    (the nearest-code op among its operators), files named ...-encode-b<batch>; no GEMM rate with --gemm-n 0."""
+    proc = _tool("bench/profiling.py", "--model", "tiny", "--device", "cpu", "--iters", "1", "--batch-size", "2",
+                 "--task", "encode", "--gemm-n", "0", "--out-dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"tiny-fast-encode-b2.{s}" for s in
+                                                          ("json", "md", "roofline.png")]
+    report = json.loads((tmp_path / "tiny-fast-encode-b2.json").read_text())
+    assert report["config"]["task"] == "encode" and report["gemm"] is None
+    assert [s["stage"] for s in report["stages"]] == ["vit_encoder", "quantize"]
+    assert all(s["gflop_per_image"] > 0 and s["of_gemm"] is None for s in report["stages"])
+    from titok.flops import encode_flops
+    from titok_bench.harness.models import SPECS
+    tok = SPECS["tiny-titok"].build(torch.device("cpu"))[0]
+    e2e = report["end_to_end"]
+    assert e2e["gflop_per_image"] * 1e9 == pytest.approx(encode_flops(tok.cfg))
+    assert e2e["samples_per_s"] == pytest.approx(2 / (e2e["p50_ms"] / 1e3)) and e2e["of_gemm"] is None
+    assert any(k["name"] == "titok::nearest_code" and k["project_kernel"] for k in report["top_kernels"])
+    assert report["profiled"]["why"] == "the pipeline encodes eagerly: profiled as timed"
+    md = (tmp_path / "tiny-fast-encode-b2.md").read_text()
+    assert md.startswith("# Profile: tiny, fast pipeline, encode, batch 2") and " images/s " in md
+    assert "one eager encode" in md and "| vit_encoder |" in md and "| quantize |" in md
+
+
+def test_profile_encode_refuses_a_model_without_an_encoder(tmp_path):
+    proc = _tool("bench/profiling.py", "--model", "maskgit-256", "--task", "encode", "--device", "cpu",
+                 "--out-dir", str(tmp_path))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "has no encoder" in proc.stderr and list(tmp_path.iterdir()) == []
 
 
 class _ReplayStandIn:

@@ -158,6 +158,17 @@ class Pipeline:
             stages[name] = torch.no_grad()(fn)
         return stages
 
+    def encode_stage_functions(self, batch: int) -> dict:
+        """Callables that run each stage of one encode of `batch` fixed random images alone: vit_encoder, quantize.
+        Raises TiTokInputError when the decoder has no encoder."""
+        if not hasattr(self.decoder, "encoder_out"):
+            raise TiTokInputError("this pipeline's decoder has no encoder")
+        size = self.decoder.image_size
+        images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            stages = self.runtime.encode_stages(images.to(self.device, self.dtype))
+        return {name: torch.no_grad()(fn) for name, fn in stages.items()}
+
     def describe(self) -> dict:
         """What this pipeline runs: mode, dtype, device, sampler settings (for result files)."""
         return {"mode": self.mode, "dtype": str(self.dtype).replace("torch.", ""), "dtype_reason": self.dtype_reason,

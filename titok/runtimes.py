@@ -88,6 +88,12 @@ class EagerRuntime:
         z_q, ids = self.decoder.quantize_latents(self.encoder_out(images))
         return ids if ids is not None else z_q
 
+    def encode_stages(self, images: torch.Tensor) -> dict:
+        """Each encode stage alone on fixed inputs (benchmarks): vit_encoder (images -> encoder output) and
+        quantize (that output -> token ids, or VAE tokens)."""
+        z = self.encoder_out(images)
+        return {"vit_encoder": lambda: self.encoder_out(images), "quantize": lambda: self.decoder.quantize_latents(z)}
+
     def cache_key(self):
         """What a captured CUDA graph depends on besides the weights' storage (None: nothing)."""
         return None
@@ -176,6 +182,13 @@ class FastRuntime(EagerRuntime):
 
         z_q, ids = self.decoder.quantize_latents(self.fast_encode(images), nearest=nearest_code)
         return ids if ids is not None else z_q
+
+    def encode_stages(self, images):
+        from titok_kernels.nearest_code import nearest_code
+
+        z = self.fast_encode(images)
+        return {"vit_encoder": lambda: self.fast_encode(images),
+                "quantize": lambda: self.decoder.quantize_latents(z, nearest=nearest_code)}
 
     def cache_key(self):
         prefix = self.fast_decode.prefix if self.fast_decode is not None else None
