@@ -179,6 +179,11 @@ def test_zen4_block_is_up_to_date_and_carries_the_matrix_rates(at_root, capsys):
     assert f"bfloat16 {rr.num(b4['generate']['gemm']['bfloat16']['gflops'])}" in md
     ops = json.loads(Path(f"{ZEN4}/cpu_ops_b4.json").read_text())
     assert f"packed {rr.num(ops['end_to_end']['packed_gflops'])} GFLOP/s" in md
+    enc = json.loads(Path(f"{ZEN4}/profile/titok-l-32-fast-encode-b4.json").read_text())   # profiling.py --task encode
+    e2e = enc["end_to_end"]
+    assert (f"titok-l-32, encode, batch 4: {rr.num(e2e['samples_per_s'])} images/s end to end (p50 "
+            f"{rr.num(e2e['p50_ms'])} ms per batch; {rr.num(e2e['achieved_tflops'] * 1e3)} GFLOP/s, "
+            f"{rr.pct(e2e['of_gemm'])} of the bfloat16 4096^3 torch.mm's {rr.num(enc['gemm']['gflops'])})") in md
     doc = Path(ZEN4) / "README.md"
     before = doc.read_bytes()
     status, out, _ = _run([*ZEN4_FILES, "--update", str(doc), "--block", "zen4"], capsys)

@@ -44,7 +44,7 @@ def to_markdown(report: dict) -> str:
               "| stage | p50 ms | p20-p80 ms | share | GFLOP per image | GFLOP/s | of GEMM rate |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {r['stage']} | {r['p50_ms']:.2f} | {r['p20_ms']:.2f}-{r['p80_ms']:.2f} | {100 * r['share']:.1f}% | "
-              f"{_f(r.get('gflop_per_image'), '.2f')} | {_f(r.get('gflops'), '.0f')} | {_pct(r.get('of_gemm'))} |"
+              f"{_f(r.get('gflop_per_image'), '.4g')} | {_f(r.get('gflops'), '.0f')} | {_pct(r.get('of_gemm'))} |"
               for r in report["stages"]]
     lines += ["", f"## Top kernels and operators (self time, torch.profiler, one eager {what})", "",
               "| name | calls | total ms | mean ms | share | project / Triton |", "|---|---:|---:|---:|---:|---|"]
