@@ -222,7 +222,7 @@ def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: 
     if task == "encode":
         flops = encode_flops_by_stage(pipe.decoder.cfg)
         size = pipe.decoder.image_size
-        images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+        images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
         run, stage_fns = (lambda p: p.encode(images, batch_size=batch)), pipe.encode_stage_functions(batch)
     else:
         cls = torch.arange(batch, device=device) % pipe.generator.cfg.num_classes
@@ -290,7 +290,7 @@ def build_parser() -> cli.ArgumentParser:
                         "end to end's fraction of its rate (default 4096; 0: skip)")
     parser.add_argument("--checkpoint-dir", help="folder with the released checkpoints (official Hugging Face "
                         "folders, or tokenizer/ and generator/); default: random weights")
-    parser.add_argument("--out-dir", help="folder of the report files <model>-<pipeline>-b<batch>.{md,json,"
+    parser.add_argument("--out-dir", help="folder of the report files <model>-<pipeline>[-encode]-b<batch>.{md,json,"
                         "roofline.png[,trace.json]} (default: results/<device> under the working folder; results/ "
                         "is ignored by git)")
     cli.add_overwrite_flag(parser)
