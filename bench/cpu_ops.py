@@ -1,19 +1,22 @@
-"""The fast path's CPU choices, re-measured on this CPU at titok-l-32's shapes: packed linears, fp32 attention
-in the generator.
+"""The fast path's CPU choices, re-measured on this CPU at titok-l-32's shapes: packed linears with their GELU and
+residual adds as post-ops, one QKV product in the generator, fp32 attention in the generator; and candidates.
 
-    python bench/cpu_ops.py [--batch-size 4] [--iters 5] [--end-to-end] [--out cpu_ops.json]
+    python bench/cpu_ops.py [--batch-size 4] [--iters 5] [--candidates] [--end-to-end] [--out cpu_ops.json]
 
 On a CPU in bf16 the fast runtime runs its linear layers on weights packed once for oneDNN
-(`titok.cpu_linear.linear`) instead of `F.linear`, and the generator's attention in fp32 instead of bf16
-(`titok.fast.attention_dtype`): both were measured faster on a 2-core AMD EPYC Zen 4, AVX512-BF16, no AMX
-(docs/benchmarks.md); not yet on an AMX Xeon.
-This tool times each choice beside the alternative at the shapes of one titok-l-32 generation at the given
-batch (the generator over 2B guided rows of 33 tokens, the ViT decoder over B x 289 rows), interleaved, and a
+(`titok.cpu_linear`) instead of `F.linear`, with the GELU and the residual adds as oneDNN post-ops, the
+generator's query, key and value as one product, and the generator's attention in fp32 instead of bf16
+(`titok.fast`): measured faster on a 2-core AMD EPYC Zen 4, AVX512-BF16, no AMX (docs/benchmarks.md); not yet
+on an AMX Xeon. This tool times each choice beside the plain PyTorch op at the shapes of one titok-l-32
+generation at the given batch (the generator over 2B guided rows of 33 tokens, the ViT decoder over B x 289
+rows; `bench/harness/cpu_op_cases.py`), interleaved, with both results' largest error against float64, and a
 4096^3 bf16 `torch.mm` as the machine's matrix rate, so that an owner of another CPU (an AMX Xeon, say) can see
-whether the choices hold there. Each figure is the median of `--iters` timed calls after one warm-up; the
-speed-up is the median of the per-iteration ratios (plain / chosen). `--end-to-end` adds titok-l-32's whole fast
-generation (random weights) at the batch, packed linears on and off (TITOK_CPU_PACKED_LINEAR) in turn in one
-process, `--iters` pairs after one warm-up each: the packing's end-to-end effect, free of run-to-run drift.
+whether the choices hold there. `--candidates` adds ops not taken yet beside what runs today (attention as two
+bf16 matrix products). Each figure is the median of `--iters` timed calls after one warm-up; the speed-up is the
+median of the per-iteration ratios (plain / chosen). `--end-to-end` adds titok-l-32's whole fast generation
+(random weights) at the batch, the packed route on and off (TITOK_CPU_PACKED_LINEAR: packing, post-ops and the
+QKV product together) in turn in one process, `--iters` pairs after one warm-up each: its end-to-end effect,
+free of run-to-run drift.
 
 On a CPU without native bf16 matrix units the fast path runs fp32 and the tool refuses (exit 2) unless
 TITOK_CPU_BF16=1. Exit status: 0 done, 2 usage error, 130 interrupted.
@@ -29,46 +32,24 @@ GEMM_N = 4096
 
 
 def cases(batch: int) -> list[dict]:
-    """(kind, where, shape) of titok-l-32's linear layers (generator, ViT decoder) and generator attention."""
-    gen_rows, dec_rows = 2 * batch * 33, batch * 289
-    out = [{"kind": "linear", "where": "generator", "m": gen_rows, "k": k, "n": n}
-           for k, n in ((768, 768), (768, 3072), (3072, 768), (768, 4096))]
-    out += [{"kind": "linear", "where": "vit_decoder", "m": dec_rows, "k": k, "n": n}
-            for k, n in ((1024, 3072), (1024, 1024), (1024, 4096), (4096, 1024))]
-    out += [{"kind": "attention", "where": "generator", "batch": 2 * batch, "seq": 33, "heads": 12, "head_dim": 64}]
-    return out
+    """The fast path's choices at titok-l-32's shapes (`bench/harness/cpu_op_cases.fast_path_cases`)."""
+    from titok_bench.harness.cpu_op_cases import fast_path_cases
+
+    return fast_path_cases(batch)
 
 
 def shape_label(case: dict) -> str:
-    """'MxKxN' of a linear case, 'BxHxLxD' of an attention case."""
-    if case["kind"] == "linear":
+    """'MxKxN' of a linear case (linear, linear+gelu, linear+add, qkv), 'BxHxLxD' of an attention case."""
+    if case["kind"] != "attention":
         return f"{case['m']}x{case['k']}x{case['n']}"
     return f"{case['batch']}x{case['heads']}x{case['seq']}x{case['head_dim']}"
 
 
 def case_fns(case: dict):
-    """(flops, plain callable, chosen callable) of one case, on fixed random bf16 inputs."""
-    import torch
-    import torch.nn.functional as F
+    """(flops, plain callable, chosen callable, float64 reference) of one case, on fixed random bf16 inputs."""
+    from titok_bench.harness.cpu_op_cases import case_fns as fns
 
-    from titok.cpu_linear import linear
-    from titok.fast import sdpa
-    from titok_kernels.reference import split_packed_qkv
-
-    g = torch.Generator().manual_seed(0)
-    bf16 = torch.bfloat16
-    if case["kind"] == "linear":
-        m, k, n = case["m"], case["k"], case["n"]
-        x = torch.randn(m, k, generator=g).to(bf16)
-        w = (torch.randn(n, k, generator=g) / k ** 0.5).to(bf16)
-        b = torch.randn(n, generator=g).to(bf16)
-        return 2 * m * k * n, lambda: F.linear(x, w, b), lambda: linear(x, w, b)
-    # q, k, v as the fast path sees them: strided head views of one packed (B, L, 3W) projection
-    width = case["heads"] * case["head_dim"]
-    qkv = torch.randn(case["batch"], case["seq"], 3 * width, generator=g).to(bf16)
-    q, k, v = split_packed_qkv(qkv, case["heads"])
-    flops = 4 * case["batch"] * case["heads"] * case["seq"] ** 2 * case["head_dim"]
-    return flops, lambda: F.scaled_dot_product_attention(q, k, v), lambda: sdpa(q, k, v)
+    return fns(case)
 
 
 def measure(batch: int, iters: int, say, gemm_n: int = GEMM_N) -> dict:
@@ -87,12 +68,16 @@ def _measure(batch: int, iters: int, say, gemm_n: int) -> dict:
     from titok_bench.harness.ceilings import gemm_fns, gemm_rates
     from titok_bench.harness.timing import interleave, pair_ratios
 
+    from titok_bench.harness.cpu_op_cases import max_error
+
     rows = []
     for case in cases(batch):
-        flops, plain, chosen = case_fns(case)
-        plain(), chosen()  # warm-up (and the one packing of the weight)
+        flops, plain, chosen, reference = case_fns(case)
+        expected = reference()
+        errors = {"plain_max_err": max_error(plain(), expected),   # also the warm-up (and the one packing)
+                  "chosen_max_err": max_error(chosen(), expected)}
         row = {**case, "flops": flops, **_compare(interleave({"plain": plain, "chosen": chosen}, iters), flops,
-                                                  pair_ratios)}
+                                                  pair_ratios), **errors}
         rows.append(row)
         say(f"{case['kind']} {case['where']}: plain {row['plain_ms']:.2f} ms, chosen {row['chosen_ms']:.2f} ms")
     gemm = gemm_fns(gemm_n, (torch.bfloat16,))
@@ -103,21 +88,50 @@ def _measure(batch: int, iters: int, say, gemm_n: int) -> dict:
             "packing_enabled": packing_enabled()}
 
 
-def _compare(seconds: dict, flops: float, pair_ratios) -> dict:
-    """{plain,chosen}_ms (median), {plain,chosen}_gflops and the speed-up (plain / chosen per pair)."""
+def _compare(seconds: dict, flops: float, pair_ratios, names=("plain", "chosen")) -> dict:
+    """{a,b}_ms (median), {a,b}_gflops and the speed-up (a / b per pair) of the two `names` (a, b)."""
     import statistics
 
     ms = {name: [t * 1e3 for t in secs] for name, secs in seconds.items()}
     out = {}
-    for name in ("plain", "chosen"):
+    for name in names:
         out[f"{name}_ms"] = statistics.median(ms[name])
         out[f"{name}_gflops"] = flops / out[f"{name}_ms"] / 1e6
-    out["speedup"] = pair_ratios(ms["plain"], ms["chosen"])
+    out["speedup"] = pair_ratios(ms[names[0]], ms[names[1]])
     return out
 
 
+def measure_candidates(batch: int, iters: int, say) -> list[dict]:
+    """Every candidate (`bench/harness/cpu_op_cases.candidate_cases`) timed today vs candidate, interleaved, with
+    both results' largest error against float64; one this oneDNN cannot run gets `unavailable` (the reason)."""
+    import torch
+
+    from titok_bench.harness.cpu_op_cases import candidate_cases, case_fns, max_error
+    from titok_bench.harness.timing import interleave, pair_ratios
+
+    rows = []
+    with torch.no_grad():
+        for case in candidate_cases(batch):
+            try:
+                flops, today, candidate, reference = case_fns(case, candidate=True)
+                expected = reference()
+                errors = {"today_max_err": max_error(today(), expected),
+                          "candidate_max_err": max_error(candidate(), expected)}   # also the warm-up
+            except (RuntimeError, NotImplementedError, AttributeError) as exc:
+                reason = (str(exc).strip().splitlines() or [""])[0][:200]
+                rows.append({**case, "unavailable": f"{type(exc).__name__}: {reason}"})
+                say(f"candidate {case['kind']} {case['where']}: unavailable here ({rows[-1]['unavailable']})")
+                continue
+            seconds = interleave({"today": today, "candidate": candidate}, iters)
+            row = {**case, "flops": flops, **_compare(seconds, flops, pair_ratios, ("today", "candidate")), **errors}
+            rows.append(row)
+            say(f"candidate {case['kind']} {case['where']}: today {row['today_ms']:.2f} ms, candidate "
+                f"{row['candidate_ms']:.2f} ms")
+    return rows
+
+
 def end_to_end(batch: int, iters: int, say) -> dict:
-    """titok-l-32 fast generation at `batch`, packed linears on / off interleaved (the env switch, read per call)."""
+    """titok-l-32 fast generation at `batch`, the packed route on / off interleaved (the env switch, read per call)."""
     import os
     import warnings
 
@@ -143,7 +157,7 @@ def end_to_end(batch: int, iters: int, say) -> dict:
         return run
 
     fns = {"plain": generate_with("0"), "chosen": generate_with("1")}
-    say(f"end to end: titok-l-32 fast generation at batch {batch}, packed linears off / on, 1 + {iters} pairs")
+    say(f"end to end: titok-l-32 fast generation at batch {batch}, the packed route off / on, 1 + {iters} pairs")
     try:
         interleave(fns, 1)  # warm-up pair
         seconds = interleave(fns, iters)
@@ -165,14 +179,30 @@ def report(payload: dict) -> str:
     lines = [f"titok-l-32 shapes at batch {cfg['batch_size']}, bf16, {cfg['iters']} interleaved calls each "
              f"(median); {payload['environment']['device_name']}",
              f"bf16 {payload['gemm']['n']}^3 torch.mm: {payload['gemm']['gflops']:.0f} GFLOP/s",
-             "plain: F.linear / bf16 SDPA; chosen: titok.cpu_linear.linear / SDPA in fp32 (titok.fast.sdpa)"
+             "plain: PyTorch's op (F.linear, F.gelu, +, bf16 SDPA); chosen: the fast path's (titok.cpu_linear, "
+             "one QKV product, SDPA in fp32); errors: largest against float64"
              + ("" if payload["packing_enabled"] else "  [packing is OFF here: chosen linear = F.linear]"), ""]
-    header = f"{'op':10s}{'where':12s}{'shape':>22s}{'plain GF/s':>11s}{'chosen':>8s}{'speed-up':>10s}"
+    header = (f"{'op':12s}{'where':12s}{'shape':>22s}{'plain GF/s':>11s}{'chosen':>8s}{'speed-up':>10s}"
+              f"{'err plain':>11s}{'err chosen':>11s}")
     lines += [header, "-" * len(header)]
     for r in payload["rows"]:
         speed = "-" if not r["speedup"] else f"{r['speedup']['p50']:.2f}x"
-        lines.append(f"{r['kind']:10s}{r['where']:12s}{shape_label(r):>22s}{r['plain_gflops']:11.0f}"
-                     f"{r['chosen_gflops']:8.0f}{speed:>10s}")
+        errs = "".join(f"{r[key]:11.3g}" if key in r else f"{'-':>11s}" for key in ("plain_max_err", "chosen_max_err"))
+        lines.append(f"{r['kind']:12s}{r['where']:12s}{shape_label(r):>22s}{r['plain_gflops']:11.0f}"
+                     f"{r['chosen_gflops']:8.0f}{speed:>10s}{errs}")
+    if payload.get("candidates"):
+        lines += ["", "candidates, not taken (speed-up = today / candidate; max error against float64):"]
+        header = (f"{'op':12s}{'where':12s}{'shape':>22s}{'today GF/s':>11s}{'cand.':>8s}{'speed-up':>10s}"
+                  f"{'err today':>11s}{'err cand.':>11s}")
+        lines += [header, "-" * len(header)]
+        for r in payload["candidates"]:
+            if r.get("unavailable"):
+                lines.append(f"{r['kind']:12s}{r['where']:12s}{shape_label(r):>22s}  unavailable: {r['unavailable']}")
+                continue
+            speed = "-" if not r["speedup"] else f"{r['speedup']['p50']:.2f}x"
+            lines.append(f"{r['kind']:12s}{r['where']:12s}{shape_label(r):>22s}{r['today_gflops']:11.0f}"
+                         f"{r['candidate_gflops']:8.0f}{speed:>10s}{r['today_max_err']:11.3g}"
+                         f"{r['candidate_max_err']:11.3g}")
     if payload.get("end_to_end"):
         lines += ["", end_to_end_line(payload["end_to_end"])]
     return "\n".join(lines)
@@ -182,7 +212,8 @@ def end_to_end_line(e2e: dict, num=lambda x: f"{x:.0f}", ratio=lambda x: f"{x:.2
     """The --end-to-end result in one sentence (`num`, `ratio`: how figures are written)."""
     s = e2e["speedup"]
     return (f"Fast generation end to end ({e2e['dtype']}, batch {e2e['batch_size']}, {s['pairs']} interleaved "
-            f"pairs): plain linears {num(e2e['plain_gflops'])} GFLOP/s, packed {num(e2e['packed_gflops'])} GFLOP/s: "
+            f"pairs): packed route off (PyTorch's ops) {num(e2e['plain_gflops'])} GFLOP/s, on "
+            f"{num(e2e['packed_gflops'])} GFLOP/s: "
             f"{ratio(s['p50'])} (p20-p80 {ratio(s['p20'])}-{ratio(s['p80'])})")
 
 
@@ -190,8 +221,11 @@ def build_parser() -> cli.ArgumentParser:
     p = cli.ArgumentParser(prog="bench/cpu_ops.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--batch-size", type=int, default=4, help="titok-l-32 batch whose shapes are timed (default 4)")
     p.add_argument("--iters", type=int, default=5, help="timed calls of each, interleaved (default 5)")
-    p.add_argument("--end-to-end", action="store_true", help="also time titok-l-32's fast generation with packed "
-                   "linears on and off, interleaved (--iters pairs: about 1.5 minutes at batch 4 on 2 cores)")
+    p.add_argument("--end-to-end", action="store_true", help="also time titok-l-32's fast generation with the packed "
+                   "route on and off, interleaved (--iters pairs: about 1.5 minutes at batch 4 on 2 cores)")
+    p.add_argument("--candidates", action="store_true", help="also time ops not taken yet beside what the fast path "
+                   "runs today, with both errors against float64: attention as two bf16 matrix products "
+                   "(bench/harness/cpu_op_cases.py)")
     p.add_argument("--out", help="JSON result file (.json)")
     cli.add_overwrite_flag(p)
     return p
@@ -215,6 +249,8 @@ def main(argv=None) -> int:
     payload = {"schema": SCHEMA, "environment": environment("cpu"),
                "config": {"model": "titok-l-32", "batch_size": args.batch_size, "iters": args.iters},
                **measure(args.batch_size, args.iters, say)}
+    if args.candidates:
+        payload["candidates"] = measure_candidates(args.batch_size, args.iters, say)
     if args.end_to_end:
         payload["end_to_end"] = end_to_end(args.batch_size, args.iters, say)
     print(report(payload))

@@ -196,16 +196,28 @@ def official_cpu(payload: dict) -> list[str]:
 
 def cpu_ops(payload: dict) -> list[str]:
     config, gemm = payload["config"], payload["gemm"]
-    body = []
     from titok_bench.cpu_ops import end_to_end_line, shape_label
 
-    for r in payload["rows"]:
-        body.append([r["kind"], r["where"], shape_label(r), num(r["plain_gflops"]), num(r["chosen_gflops"]),
-                     ratio((r.get("speedup") or {}).get("p50"))])
+    def errors(r, names):
+        return [num(r.get(f"{name}_max_err")) for name in names]
+
+    body = [[r["kind"], r["where"], shape_label(r), num(r["plain_gflops"]), num(r["chosen_gflops"]),
+             ratio((r.get("speedup") or {}).get("p50")), *errors(r, ("plain", "chosen"))] for r in payload["rows"]]
     lines = [f"{config['model']} shapes at batch {config['batch_size']}, bf16, {config['iters']} interleaved calls; "
-             f"bf16 {gemm['n']}^3 torch.mm {num(gemm['gflops'])} GFLOP/s", "",
-             *table(["op", "where", "shape", "plain GFLOP/s", "chosen GFLOP/s", "speed-up"], body,
-                    {"plain GFLOP/s", "chosen GFLOP/s", "speed-up"})]
+             f"bf16 {gemm['n']}^3 torch.mm {num(gemm['gflops'])} GFLOP/s; errors: largest against float64", "",
+             *table(["op", "where", "shape", "plain GFLOP/s", "chosen GFLOP/s", "speed-up", "plain error",
+                     "chosen error"], body, {"plain GFLOP/s", "chosen GFLOP/s", "speed-up", "plain error",
+                                             "chosen error"})]
+    if payload.get("candidates"):
+        body = [[r["kind"], r["where"], shape_label(r), "unavailable: " + r["unavailable"], "", "", "", ""]
+                if r.get("unavailable") else
+                [r["kind"], r["where"], shape_label(r), num(r["today_gflops"]), num(r["candidate_gflops"]),
+                 ratio((r.get("speedup") or {}).get("p50")), *errors(r, ("today", "candidate"))]
+                for r in payload["candidates"]]
+        lines += ["", "Candidates, not taken (speed-up = today / candidate):", "",
+                  *table(["op", "where", "shape", "today GFLOP/s", "candidate GFLOP/s", "speed-up", "today error",
+                          "candidate error"], body, {"today GFLOP/s", "candidate GFLOP/s", "speed-up", "today error",
+                                                     "candidate error"})]
     if payload.get("end_to_end"):
         lines += ["", end_to_end_line(payload["end_to_end"], num, ratio)]
     return lines

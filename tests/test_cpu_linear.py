@@ -177,3 +177,71 @@ def test_a_build_that_cannot_pack_falls_back_to_f_linear(monkeypatch):
     with torch.no_grad():
         assert torch.equal(linear(x, w, b), F.linear(x, w, b))
         assert not cpu_linear.onednn_bf16_available() and not packing_applies(x, w)
+
+
+@needs_onednn_bf16
+@pytest.mark.parametrize("rows, k, n", [((264,), 768, 3072), ((2, 33), 96, 384), ((1, 1), 64, 32)])
+def test_gelu_and_residual_post_ops_within_twice_the_unfused_error(rows, k, n):
+    """linear_gelu / linear_add on the packed route (one oneDNN call, the GELU / add on the fp32 accumulator)
+    against fp64: at most twice the error of the unfused bf16 ops (F.linear, then F.gelu / +); a strided
+    residual (the decoder's last layer passes x[:, rows]) gives the same values as a contiguous one."""
+    x, w, b = _bf16(*_case(rows, k, n))
+    g = torch.Generator().manual_seed(1)
+    residual = torch.randn(*rows, n, generator=g).to(torch.bfloat16)
+    with torch.no_grad():
+        x64, w64, b64 = x.double(), w.double(), b.double()
+        assert_twice_torch_max_error(cpu_linear.linear_gelu(x, w, b), F.gelu(F.linear(x, w, b)),
+                                     F.gelu(F.linear(x64, w64, b64)), 0.0, "linear + GELU post-op")
+        assert_twice_torch_max_error(cpu_linear.linear_add(x, w, b, residual), residual + F.linear(x, w, b),
+                                     residual.double() + F.linear(x64, w64, b64), 0.0, "linear + add post-op")
+        wide = torch.randn(*rows, 2 * n, generator=g).to(torch.bfloat16)
+        strided = wide[..., :n]
+        assert torch.equal(cpu_linear.linear_add(x, w, b, strided), cpu_linear.linear_add(x, w, b, strided.clone()))
+
+
+def test_gelu_and_residual_are_the_plain_ops_off_the_packed_route(monkeypatch):
+    """fp32 (and bf16 with the switch off, and a residual that broadcasts): exactly F.gelu(F.linear(...)) and
+    residual + F.linear(...), bit for bit (fp32 `fast` stays equal to the reference)."""
+    x, w, b = _case((3, 5), 32, 16)
+    residual = torch.randn(3, 5, 16)
+    assert torch.equal(cpu_linear.linear_gelu(x, w, b), F.gelu(F.linear(x, w, b)))
+    assert torch.equal(cpu_linear.linear_add(x, w, b, residual), residual + F.linear(x, w, b))
+    xb, wb, bb, rb = _bf16(x, w, b, residual)
+    with torch.no_grad():
+        row = rb[:1, :1]   # broadcasts: no post-op, the sum as written
+        assert torch.equal(cpu_linear.linear_add(xb, wb, bb, row), row + linear(xb, wb, bb))
+        monkeypatch.setenv(PACKED_LINEAR_ENV, "0")
+        assert torch.equal(cpu_linear.linear_gelu(xb, wb, bb), F.gelu(F.linear(xb, wb, bb)))
+        assert torch.equal(cpu_linear.linear_add(xb, wb, bb, rb), rb + F.linear(xb, wb, bb))
+
+
+@needs_onednn_bf16
+def test_generator_layers_on_the_packed_route_stay_within_the_bf16_bound():
+    """The fast runtime's MaskGIT-ViT layer for bf16 on a CPU (one QKV product, GELU and residual adds as
+    post-ops) against the same layers in fp64: at most twice the error of the reference layers in bf16 with
+    the packed linears (eps 0); its fused QKV weight follows in-place changes."""
+    import copy
+
+    from conftest import golden_generator
+    from titok import fast
+
+    gen, _, _ = golden_generator("tiny_vit")
+    ids = torch.randint(0, gen.cfg.codebook_size, (3, gen.cfg.image_seq_len + 1), generator=torch.Generator()
+                        .manual_seed(0))
+    packed = packed_linears(copy.deepcopy(gen).to(torch.bfloat16))
+    with torch.no_grad():
+        gen64 = copy.deepcopy(gen).double()
+        x64, x = gen64.embed(ids), packed.embed(ids)
+        layer = packed.model.encoder.layer[0]
+        assert packing_applies(x, layer.attention.self.query.weight)
+        ref64 = gen64.layer_forward(gen64.model.encoder.layer[0], x.double(), fast.sdpa)
+        plain = packed.layer_forward(layer, x, fast.sdpa)
+        fused = fast._bert_layer_packed(packed, layer, x)
+        assert_twice_torch_max_error(fused, plain, ref64, 0.0, "packed MaskGIT-ViT layer")
+        w, b = fast.fused_qkv(layer.attention.self)
+        assert w.shape == (3 * gen.cfg.hidden_size, gen.cfg.hidden_size)
+        assert fast.fused_qkv(layer.attention.self)[0] is w    # cached: packed once
+        layer.attention.self.key.weight.mul_(2)
+        w2, _ = fast.fused_qkv(layer.attention.self)
+        assert w2 is not w and torch.equal(w2[gen.cfg.hidden_size:2 * gen.cfg.hidden_size],
+                                           layer.attention.self.key.weight)

@@ -18,6 +18,9 @@ Contract:
   (its data pointer or version counter moves); it is dropped with the weight (weak reference). It costs the
   weight's size again in memory. Thread-safe: pipelines run from several threads (titok.cpu_threads). A
   oneDNN that cannot pack (an op missing, an ISA it refuses) turns the packed route off for the process.
+- `linear_gelu(x, w, b)` = `F.gelu(F.linear(x, w, b))` and `linear_add(x, w, b, residual)` = `residual +
+  F.linear(x, w, b)`: on the packed route the GELU / the residual add is oneDNN's post-op on the fp32 accumulator
+  (one call, one rounding to bf16: at most the unfused error in the tests); elsewhere exactly the unfused calls.
 - `packed_linears(module)`: a copy of `module` whose `nn.Linear` submodules run `linear`; the parameters and
   buffers are the caller's own tensors (no copy), the caller's module is unchanged.
 """
@@ -76,18 +79,46 @@ def packed_weight(weight: torch.Tensor) -> torch.Tensor:
         return entry[1]
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`, through a packed weight where `packing_applies` (module docstring). A build
-    whose oneDNN cannot pack (an op missing, an ISA it refuses) gets F.linear, for the rest of the process."""
+def _packed_route(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+    """The packed copy of `weight` when `linear(x, weight, bias)` takes the packed route, else None. A build whose
+    oneDNN cannot pack (an op missing, an ISA it refuses) gets None for the rest of the process."""
     global _available
     if not packing_applies(x, weight) or (bias is not None and bias.dtype != torch.bfloat16):
-        return F.linear(x, weight, bias)
+        return None
     try:
-        packed = packed_weight(weight)
+        return packed_weight(weight)
     except (RuntimeError, NotImplementedError, AttributeError):
         _available = False
+        return None
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear(x, weight, bias)`, through a packed weight where `packing_applies` (module docstring)."""
+    packed = _packed_route(x, weight, bias)
+    if packed is None:
         return F.linear(x, weight, bias)
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def linear_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.gelu(F.linear(x, weight, bias))` (exact GELU). On the packed route one oneDNN call that applies the GELU
+    to the fp32 accumulator (no bf16 rounding in between); elsewhere exactly those two calls."""
+    packed = _packed_route(x, weight, bias)
+    if packed is None:
+        return F.gelu(F.linear(x, weight, bias))
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "gelu", [], "none")
+
+
+def linear_add(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+               residual: torch.Tensor) -> torch.Tensor:
+    """`residual + F.linear(x, weight, bias)` (a residual connection). On the packed route, for a bf16 residual of
+    the output's shape, one oneDNN call that adds the residual to the fp32 accumulator; elsewhere exactly that sum."""
+    packed = _packed_route(x, weight, bias)
+    if packed is None:
+        return residual + F.linear(x, weight, bias)
+    if residual.dtype != torch.bfloat16 or residual.shape != (*x.shape[:-1], weight.shape[0]):  # e.g. broadcast
+        return residual + torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+    return torch.ops.mkldnn._linear_pointwise.binary(x, residual, packed, bias, "add")
 
 
 class PackedLinear(nn.Linear):

@@ -29,10 +29,13 @@ reference slices `hidden[:, 1:]` before the head, which `F.linear` runs on CPU a
 bmm over a batch-expanded copy of the head's weight.
 
 On a CPU in bf16 the ViT blocks' linear layers run `titok.cpu_linear.linear` (weights packed
-once for oneDNN) and the MaskGIT-ViT generator's attention is computed in fp32 (`attention_dtype`):
-both measured faster on an AMD EPYC Zen 4 (docs/benchmarks.md, "The fast path against the machine's
-matrix rate"; not yet measured on an AMX Xeon).
-In fp32, and on CUDA, both are the plain ops: fp32 `fast` stays bit-equal to the reference in tokens.
+once for oneDNN), their GELU and residual adds as oneDNN post-ops of the linear before them
+(`linear_gelu`, `linear_add`), and the MaskGIT-ViT generator runs its layers the same way with
+its query, key and value as ONE product (`fused_qkv`, cached per weights version) and its
+attention in fp32 (`attention_dtype`): measured faster on an AMD EPYC Zen 4 (docs/benchmarks.md,
+"The fast path against the machine's matrix rate"; not yet measured on an AMX Xeon).
+In fp32, and on CUDA, all of these are the plain ops: fp32 `fast` stays bit-equal to the
+reference in tokens.
 """
 from __future__ import annotations
 
@@ -40,11 +43,12 @@ import copy
 import itertools
 import math
 import threading
+import weakref
 
 import torch
 import torch.nn.functional as F
 
-from titok.cpu_linear import linear
+from titok.cpu_linear import linear, linear_add, linear_gelu, packing_applies
 from titok.maskgit_vqgan import Conv2dSame, PixelDecoder, ResnetBlock
 from titok_kernels.concat_attention import concat_attention
 
@@ -91,16 +95,12 @@ def _qkv(block, x: torch.Tensor) -> torch.Tensor:
     return linear(block.ln_1(x), block.attn.in_proj_weight, block.attn.in_proj_bias)
 
 
-def _mlp(block, x: torch.Tensor) -> torch.Tensor:
-    """The block's MLP (c_fc, exact GELU, c_proj) through `titok.cpu_linear.linear`."""
-    c_fc, c_proj = block.mlp.c_fc, block.mlp.c_proj
-    return linear(F.gelu(linear(x, c_fc.weight, c_fc.bias)), c_proj.weight, c_proj.bias)
-
-
 def _finish_block(block, x_rows: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-    out_proj = block.attn.out_proj
-    x_rows = x_rows + linear(attn, out_proj.weight, out_proj.bias)
-    return x_rows + _mlp(block, block.ln_2(x_rows))
+    """x + out_proj(attn), then x + c_proj(gelu(c_fc(ln_2(x)))), through `titok.cpu_linear` (fp32: the plain ops)."""
+    out_proj, c_fc, c_proj = block.attn.out_proj, block.mlp.c_fc, block.mlp.c_proj
+    x_rows = linear_add(attn, out_proj.weight, out_proj.bias, x_rows)
+    hidden = linear_gelu(block.ln_2(x_rows), c_fc.weight, c_fc.bias)
+    return linear_add(hidden, c_proj.weight, c_proj.bias, x_rows)
 
 
 def run_blocks(blocks, x_per: torch.Tensor, x_shared: torch.Tensor, qkv_shared: torch.Tensor, *,
@@ -177,10 +177,43 @@ def fast_encoder_forward(tokenizer, images: torch.Tensor, cache: PrefixCache, ba
 
 # ---- the generator's logits ---------------------------------------------------------------------------------
 
+_qkv_caches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # BERT self-attention -> PrefixCache
+_qkv_lock = threading.Lock()
+
+
+def fused_qkv(att_self) -> tuple[torch.Tensor, torch.Tensor]:
+    """A BERT self-attention's query, key and value as one (3W, W) weight and (3W,) bias in their dtype and device,
+    concatenated once per weights version (recomputed when one changes in place; dropped with the module)."""
+    with _qkv_lock:
+        cache = _qkv_caches.get(att_self)
+        if cache is None:
+            parts = [att_self.query, att_self.key, att_self.value]
+
+            def compute(dtype, device):
+                return (torch.cat([p.weight for p in parts]).to(device, dtype),
+                        torch.cat([p.bias for p in parts]).to(device, dtype))
+
+            cache = _qkv_caches[att_self] = PrefixCache(compute, [t for p in parts for t in (p.weight, p.bias)])
+    weight = att_self.query.weight
+    return cache.get(weight.dtype, weight.device)
+
+
+def _bert_layer_packed(gen, layer, x: torch.Tensor) -> torch.Tensor:
+    """`MaskGITViT.layer_forward(layer, x, sdpa)` on the packed route (CPU, bf16): the same math with one QKV
+    product and the GELU and residual adds as post-ops (one rounding to bf16 where the reference has two)."""
+    att, heads = layer.attention, gen.cfg.num_heads
+    q, k, v = (t.unflatten(-1, (heads, -1)).transpose(1, 2) for t in linear(x, *fused_qkv(att.self)).chunk(3, -1))
+    ctx = sdpa(q, k, v).transpose(1, 2).flatten(2)
+    x = att.output.LayerNorm(linear_add(ctx, att.output.dense.weight, att.output.dense.bias, x))
+    hidden = linear_gelu(x, layer.intermediate.dense.weight, layer.intermediate.dense.bias)
+    return layer.output.LayerNorm(linear_add(hidden, layer.output.dense.weight, layer.output.dense.bias, x))
+
+
 def generator_logits(gen, input_ids: torch.Tensor, class_tokens: torch.Tensor) -> torch.Tensor:
     """Same output as `gen.logits(input_ids, class_tokens)`; the head runs on the K token rows made contiguous.
 
-    MaskGIT-ViT: lm_head(hidden[:, 1:]), its attention through `sdpa` (fp32 for bf16 on a CPU); U-ViT:
+    MaskGIT-ViT: lm_head(hidden[:, 1:]), its attention through `sdpa` (fp32 for bf16 on a CPU), its layers as
+    `_bert_layer_packed` where the packed route applies (bf16 on a CPU); U-ViT:
     lm_head(norm(hidden)[:, 1:]) = lm_head(norm(hidden[:, 1:])) (LayerNorm is per row; its attention is fp32
     already, as the official). Other generators: their own `logits`.
     """
@@ -190,8 +223,11 @@ def generator_logits(gen, input_ids: torch.Tensor, class_tokens: torch.Tensor) -
         return gen.logits(input_ids, class_tokens)
     ids = torch.cat([class_tokens.view(-1, 1), input_ids.view(input_ids.shape[0], -1)], dim=1)
     if type(gen) is MaskGITViT:
-        rows = gen.hidden_states(ids, attend=sdpa)[:, 1:]
-        return gen.model.lm_head(rows.contiguous())
+        x, layers = gen.embed(ids), gen.model.encoder.layer
+        packed = packing_applies(x, layers[0].attention.self.query.weight)
+        for layer in layers:  # gen.hidden_states(ids, attend=sdpa), layer by layer
+            x = _bert_layer_packed(gen, layer, x) if packed else gen.layer_forward(layer, x, sdpa)
+        return gen.model.lm_head(x[:, 1:].contiguous())
     rows = gen.hidden_states(ids)[:, 1:]
     return gen.lm_head(gen.norm(rows))
 
