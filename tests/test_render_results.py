@@ -178,7 +178,10 @@ def test_zen4_block_is_up_to_date_and_carries_the_matrix_rates(at_root, capsys):
     assert f"| {rr.num(fast['gflops'])} | {rr.pct(fast['fraction_of_gemm'])} |" in row
     assert f"bfloat16 {rr.num(b4['generate']['gemm']['bfloat16']['gflops'])}" in md
     ops = json.loads(Path(f"{ZEN4}/cpu_ops_b4.json").read_text())
-    assert f"packed {rr.num(ops['end_to_end']['packed_gflops'])} GFLOP/s" in md
+    assert f"on {rr.num(ops['end_to_end']['packed_gflops'])} GFLOP/s" in md
+    qkv = next(r for r in ops["rows"] if r["kind"] == "qkv")            # the errors beside the speeds
+    assert f"| {rr.num(qkv['plain_max_err'])} | {rr.num(qkv['chosen_max_err'])} |" in md
+    assert "Candidates, not taken" in md
     enc = json.loads(Path(f"{ZEN4}/profile/titok-l-32-fast-encode-b4.json").read_text())   # profiling.py --task encode
     e2e = enc["end_to_end"]
     assert (f"titok-l-32, encode, batch 4: {rr.num(e2e['samples_per_s'])} images/s end to end (p50 "

@@ -32,8 +32,10 @@ On a CPU in bf16 the ViT blocks' linear layers run `titok.cpu_linear.linear` (we
 once for oneDNN), their GELU and residual adds as oneDNN post-ops of the linear before them
 (`linear_gelu`, `linear_add`), and the MaskGIT-ViT generator runs its layers the same way with
 its query, key and value as ONE product (`fused_qkv`, cached per weights version) and its
-attention in fp32 (`attention_dtype`): measured faster on an AMD EPYC Zen 4 (docs/benchmarks.md,
-"The fast path against the machine's matrix rate"; not yet measured on an AMX Xeon).
+attention in fp32 (`attention_dtype`). On an AMD EPYC Zen 4 the packing and the fp32 attention
+measured faster; the post-ops and the QKV product more accurate (one rounding to bf16 instead of
+two) and as fast end to end (docs/benchmarks.md, "The fast path against the machine's matrix
+rate"; not yet measured on an AMX Xeon).
 In fp32, and on CUDA, all of these are the plain ops: fp32 `fast` stays bit-equal to the
 reference in tokens.
 """

@@ -13,8 +13,8 @@
 - `FastRuntime` ("fast"): guidance as one generator forward over 2B rows, the fused step op
   (`titok_kernels.maskgit_step`: in-kernel noise from a seed, no host synchronisation in the
   loop), the prefix precompute with `titok_kernels.concat_attention`, `titok_kernels.nearest_code`;
-  on a CPU in bf16, linear layers on packed weights (`titok.cpu_linear`) and the generator's attention
-  in fp32.
+  on a CPU in bf16, linear layers on packed weights with their GELU and residual adds as oneDNN
+  post-ops (`titok.cpu_linear`), one Q/K/V product and fp32 attention in the MaskGIT-ViT generator.
   The kernels' `auto` backend picks Triton on CUDA and torch on CPU (TITOK_KERNEL_BACKEND=triton
   forces Triton, under TRITON_INTERPRET=1 on CPU).
 

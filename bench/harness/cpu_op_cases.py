@@ -12,8 +12,9 @@ The candidates (`candidate_cases`; today -> candidate): `attention` in the ViT d
 generator as two bf16 matrix products with the softmax in fp32 (`matmul_attention`), against bf16 SDPA (CPU flash
 attention) and fp32 SDPA, what runs today.
 
-`case_fns(case)` gives (flops, first, second, reference): the two callables on fixed random bf16 inputs and the
-same computation in float64 on those inputs, so that each result's error is reported beside its speed.
+`case_fns(case)` gives (flops, first, second, reference): the two callables on fixed random bf16 inputs (each
+returning what the fast path goes on with: the QKV case three tensors, as three products or as views of one)
+and the same computation in float64 on those inputs, so that each result's error is reported beside its speed.
 """
 from __future__ import annotations
 
@@ -89,11 +90,14 @@ def case_fns(case: dict, candidate: bool = False):
     if case["kind"] == "qkv":
         third = n // 3
         parts = [(w[i * third:(i + 1) * third].clone(), b[i * third:(i + 1) * third].clone()) for i in range(3)]
-        return (flops, lambda: torch.cat([F.linear(x, wi, bi) for wi, bi in parts], dim=-1),
-                lambda: linear(x, w, b), lambda: F.linear(x64, w64, b64))
+        return (flops, lambda: [F.linear(x, wi, bi) for wi, bi in parts], lambda: linear(x, w, b).chunk(3, dim=-1),
+                lambda: F.linear(x64, w64, b64))
     raise ValueError(f"unknown case kind {case['kind']!r}")
 
 
-def max_error(result: torch.Tensor, reference: torch.Tensor) -> float:
-    """Largest absolute difference of a bf16 result from its float64 reference."""
+def max_error(result, reference: torch.Tensor) -> float:
+    """Largest absolute difference of a bf16 result (a tensor, or the parts of one along its last dim: the QKV
+    case's three products) from its float64 reference."""
+    if isinstance(result, (list, tuple)):
+        result = torch.cat(result, dim=-1)
     return float((result.double() - reference).abs().max())
