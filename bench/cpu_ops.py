@@ -6,8 +6,9 @@ residual adds as post-ops, one QKV product in the generator, fp32 attention in t
 On a CPU in bf16 the fast runtime runs its linear layers on weights packed once for oneDNN
 (`titok.cpu_linear`) instead of `F.linear`, with the GELU and the residual adds as oneDNN post-ops, the
 generator's query, key and value as one product, and the generator's attention in fp32 instead of bf16
-(`titok.fast`): measured faster on a 2-core AMD EPYC Zen 4, AVX512-BF16, no AMX (docs/benchmarks.md); not yet
-on an AMX Xeon. This tool times each choice beside the plain PyTorch op at the shapes of one titok-l-32
+(`titok.fast`). On a 2-core AMD EPYC Zen 4 (AVX512-BF16, no AMX) the packing and the fp32 attention measured
+faster, the post-ops and the QKV product more accurate and as fast end to end (docs/benchmarks.md); not yet
+measured on an AMX Xeon. This tool times each choice beside the plain PyTorch op at the shapes of one titok-l-32
 generation at the given batch (the generator over 2B guided rows of 33 tokens, the ViT decoder over B x 289
 rows; `bench/harness/cpu_op_cases.py`), interleaved, with both results' largest error against float64, and a
 4096^3 bf16 `torch.mm` as the machine's matrix rate, so that an owner of another CPU (an AMX Xeon, say) can see
