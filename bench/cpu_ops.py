@@ -66,27 +66,29 @@ def _measure(batch: int, iters: int, say, gemm_n: int) -> dict:
     import torch
 
     from titok.cpu_linear import packing_enabled
-    from titok_bench.harness.ceilings import gemm_fns, gemm_rates
-    from titok_bench.harness.timing import interleave, pair_ratios
-
-    from titok_bench.harness.cpu_op_cases import max_error
+    from titok_bench.harness.ceilings import gemm_rate
 
     rows = []
     for case in cases(batch):
-        flops, plain, chosen, reference = case_fns(case)
-        expected = reference()
-        errors = {"plain_max_err": max_error(plain(), expected),   # also the warm-up (and the one packing)
-                  "chosen_max_err": max_error(chosen(), expected)}
-        row = {**case, "flops": flops, **_compare(interleave({"plain": plain, "chosen": chosen}, iters), flops,
-                                                  pair_ratios), **errors}
+        row = _timed_row(case, case_fns(case), ("plain", "chosen"), iters)
         rows.append(row)
         say(f"{case['kind']} {case['where']}: plain {row['plain_ms']:.2f} ms, chosen {row['chosen_ms']:.2f} ms")
-    gemm = gemm_fns(gemm_n, (torch.bfloat16,))
-    for fn in gemm.values():
-        fn()  # warm-up
-    rate = gemm_rates(interleave(gemm, min(iters, 3)), gemm_n)["bfloat16"]
+    rate = gemm_rate(gemm_n, torch.bfloat16, min(iters, 3))
     return {"rows": rows, "gemm": {"n": gemm_n, "dtype": "bfloat16", "gflops": rate["gflops"]},
             "packing_enabled": packing_enabled()}
+
+
+def _timed_row(case: dict, fns, names: tuple, iters: int) -> dict:
+    """One case's row: both callables' largest error against the float64 reference (their first calls: the
+    warm-up, and the one packing of a weight), then `iters` interleaved calls of each (`_compare`)."""
+    from titok_bench.harness.cpu_op_cases import max_error
+    from titok_bench.harness.timing import interleave, pair_ratios
+
+    flops, first, second, reference = fns
+    expected = reference()
+    errors = {f"{names[0]}_max_err": max_error(first(), expected), f"{names[1]}_max_err": max_error(second(), expected)}
+    seconds = interleave({names[0]: first, names[1]: second}, iters)
+    return {**case, "flops": flops, **_compare(seconds, flops, pair_ratios, names), **errors}
 
 
 def _compare(seconds: dict, flops: float, pair_ratios, names=("plain", "chosen")) -> dict:
@@ -107,24 +109,18 @@ def measure_candidates(batch: int, iters: int, say) -> list[dict]:
     both results' largest error against float64; one this oneDNN cannot run gets `unavailable` (the reason)."""
     import torch
 
-    from titok_bench.harness.cpu_op_cases import candidate_cases, case_fns, max_error
-    from titok_bench.harness.timing import interleave, pair_ratios
+    from titok_bench.harness.cpu_op_cases import candidate_cases, case_fns
 
     rows = []
     with torch.no_grad():
         for case in candidate_cases(batch):
             try:
-                flops, today, candidate, reference = case_fns(case, candidate=True)
-                expected = reference()
-                errors = {"today_max_err": max_error(today(), expected),
-                          "candidate_max_err": max_error(candidate(), expected)}   # also the warm-up
+                row = _timed_row(case, case_fns(case, candidate=True), ("today", "candidate"), iters)
             except (RuntimeError, NotImplementedError, AttributeError) as exc:
                 reason = (str(exc).strip().splitlines() or [""])[0][:200]
                 rows.append({**case, "unavailable": f"{type(exc).__name__}: {reason}"})
                 say(f"candidate {case['kind']} {case['where']}: unavailable here ({rows[-1]['unavailable']})")
                 continue
-            seconds = interleave({"today": today, "candidate": candidate}, iters)
-            row = {**case, "flops": flops, **_compare(seconds, flops, pair_ratios, ("today", "candidate")), **errors}
             rows.append(row)
             say(f"candidate {case['kind']} {case['where']}: today {row['today_ms']:.2f} ms, candidate "
                 f"{row['candidate_ms']:.2f} ms")

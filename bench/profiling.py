@@ -37,6 +37,7 @@ import warnings
 import torch
 
 from titok_bench.harness import cli
+from titok_bench.harness.ceilings import gemm_rate
 from titok_bench.harness.env import device_peaks, device_slug, environment, parse_device
 from titok_bench.harness.models import PIPELINE_MODELS as MODELS
 from titok_bench.harness.models import SPECS
@@ -199,19 +200,6 @@ def stage_breakdown(stage_fns: dict, device: torch.device, batch: int, iters: in
     return rows
 
 
-def gemm_rate(device: torch.device, dtype: torch.dtype, n: int, iters: int) -> dict | None:
-    """On a CPU, the n^3 torch.mm rate in `dtype` (median of `iters` calls after one warm-up): the ceiling the
-    stages and the end to end are set against. None on other devices (they have `peaks`) or when n is 0."""
-    from titok_bench.harness.ceilings import gemm_fns, gemm_rates
-    from titok_bench.harness.timing import interleave
-
-    fns = gemm_fns(n, (dtype,)) if device.type == "cpu" else {}
-    if not fns:
-        return None
-    interleave(fns, 1)
-    return next(iter(gemm_rates(interleave(fns, iters), n).values()))
-
-
 def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: torch.dtype | None,
                 iters: int = 3, trace_path: str | None = None, checkpoint_dir: str | None = None,
                 say=print, task: str = "generate", gemm_n: int = 4096) -> dict:
@@ -232,7 +220,7 @@ def make_report(model: str, mode: str, batch: int, device: torch.device, dtype: 
         gemm = None
         if gemm_n and device.type == "cpu":
             say(f"profiling: the {gemm_n}^3 torch.mm rate in {str(pipe.dtype).replace('torch.', '')}")
-            gemm = gemm_rate(device, pipe.dtype, gemm_n, iters)
+            gemm = gemm_rate(gemm_n, pipe.dtype, iters)
         say("profiling: timing each stage alone")
         stages = stage_breakdown(stage_fns, device, batch, iters, flops, gemm and gemm["gflops"])
         say("profiling: timing end to end" + (" (CUDA graph replay)" if graph else ""))

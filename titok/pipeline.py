@@ -117,8 +117,7 @@ class Pipeline:
     @torch.no_grad()
     def encode(self, images: torch.Tensor, *, batch_size: int | None = None) -> torch.Tensor:
         """Images (float [0, 1] or uint8) -> token ids (B, K) (or VAE mean tokens)."""
-        if not hasattr(self.decoder, "encoder_out"):
-            raise TiTokInputError("this pipeline's decoder has no encoder")
+        self._require_encoder()
         images = check_images(images, self.decoder.image_size)
         return torch.cat([self.runtime.encode(images[i:j].to(self.device, self.dtype))
                           for i, j in self._chunks(len(images), batch_size)])
@@ -161,8 +160,7 @@ class Pipeline:
     def encode_stage_functions(self, batch: int) -> dict:
         """Callables that run each stage of one encode of `batch` fixed random images alone: vit_encoder, quantize.
         Raises TiTokInputError when the decoder has no encoder."""
-        if not hasattr(self.decoder, "encoder_out"):
-            raise TiTokInputError("this pipeline's decoder has no encoder")
+        self._require_encoder()
         size = self.decoder.image_size
         images = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
@@ -177,6 +175,10 @@ class Pipeline:
                 "sampler": dataclasses.asdict(self.sampler) if self.sampler is not None else None}
 
     # ---- internals ----------------------------------------------------------------------------------
+    def _require_encoder(self) -> None:
+        if not hasattr(self.decoder, "encoder_out"):
+            raise TiTokInputError("this pipeline's decoder has no encoder")
+
     def _images(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.runtime.decode(tokens).float().clamp(0.0, 1.0)
 

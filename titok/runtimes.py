@@ -45,6 +45,7 @@ class EagerRuntime:
         self.forward = generator
         self.decode_latents = decoder.decode if decoder is not None else None
         self.encoder_out = getattr(decoder, "encoder_out", None)
+        self.nearest = None   # the quantizer's nearest-code search (None: its pure-torch reference)
 
     # ---- sampling ------------------------------------------------------------------------------------
     def logits(self, ids: torch.Tensor, cls: torch.Tensor, guided: bool):
@@ -85,14 +86,15 @@ class EagerRuntime:
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in the runtime's dtype -> token ids (B, K), or VAE tokens."""
-        z_q, ids = self.decoder.quantize_latents(self.encoder_out(images))
+        z_q, ids = self.decoder.quantize_latents(self.encoder_out(images), nearest=self.nearest)
         return ids if ids is not None else z_q
 
     def encode_stages(self, images: torch.Tensor) -> dict:
         """Each encode stage alone on fixed inputs (benchmarks): vit_encoder (images -> encoder output) and
         quantize (that output -> token ids, or VAE tokens)."""
         z = self.encoder_out(images)
-        return {"vit_encoder": lambda: self.encoder_out(images), "quantize": lambda: self.decoder.quantize_latents(z)}
+        return {"vit_encoder": lambda: self.encoder_out(images),
+                "quantize": lambda: self.decoder.quantize_latents(z, nearest=self.nearest)}
 
     def cache_key(self):
         """What a captured CUDA graph depends on besides the weights' storage (None: nothing)."""
@@ -145,8 +147,12 @@ class FastRuntime(EagerRuntime):
         from titok.cpu_linear import packed_linears
         from titok.fast import FastDecode, FastEncode
 
+        from titok_kernels.nearest_code import nearest_code
+
         self.fast_decode = FastDecode(decoder, self.device) if decoder is not None else None
-        self.fast_encode = FastEncode(decoder) if self.encoder_out is not None else None
+        # encode: the eager runtime's, with the fast encoder and the nearest-code op
+        self.encoder_out = FastEncode(decoder) if self.encoder_out is not None else None
+        self.nearest = nearest_code
         # On a CPU in bf16 the generator's nn.Linear layers run titok.cpu_linear.linear (packed weights): a copy of
         # the module tree over the same parameters. Elsewhere the generator itself (linear would be F.linear).
         packs = generator is not None and self.device.type == "cpu" and dtype == torch.bfloat16
@@ -176,19 +182,6 @@ class FastRuntime(EagerRuntime):
 
     def decode_stages(self, tokens):
         return self.fast_decode.stages(tokens, self.dtype)
-
-    def encode(self, images):
-        from titok_kernels.nearest_code import nearest_code
-
-        z_q, ids = self.decoder.quantize_latents(self.fast_encode(images), nearest=nearest_code)
-        return ids if ids is not None else z_q
-
-    def encode_stages(self, images):
-        from titok_kernels.nearest_code import nearest_code
-
-        z = self.fast_encode(images)
-        return {"vit_encoder": lambda: self.fast_encode(images),
-                "quantize": lambda: self.decoder.quantize_latents(z, nearest=nearest_code)}
 
     def cache_key(self):
         prefix = self.fast_decode.prefix if self.fast_decode is not None else None

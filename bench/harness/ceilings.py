@@ -213,3 +213,15 @@ def gemm_rates(times: dict, n: int) -> dict:
 
     return {name[len("gemm_"):]: {"gflops": 2 * n ** 3 / statistics.median(secs) / 1e9, "n": n, "calls": len(secs)}
             for name, secs in times.items() if name.startswith("gemm_")}
+
+
+def gemm_rate(n: int, dtype, calls: int) -> dict | None:
+    """{"gflops", "n", "calls"} of an n^3 torch.mm in `dtype` timed alone: the median of `calls` calls after one
+    warm-up (None when n is 0). For a ceiling timed apart from the work; beside it, use `gemm_fns`."""
+    from titok_bench.harness.timing import interleave
+
+    fns = gemm_fns(n, (dtype,))
+    if not fns:
+        return None
+    interleave(fns, 1)
+    return next(iter(gemm_rates(interleave(fns, calls), n).values()))
